@@ -1,0 +1,222 @@
+"""Configuration: declared defaults (configs/base.yaml) < leaf YAML < command-line overrides.
+
+A leaf YAML names its parent with ``_base_`` (a path relative to the leaf) and states only the keys
+that differ. Overrides are ``--key value`` pairs, nested keys joined by dots (``--sgiha.filter res``);
+values are parsed as YAML (``--img_size "[256, 128]"``). Unknown keys and bad values raise
+``ConfigError`` listing what is valid.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+BASE_CONFIG = CONFIG_DIR / "base.yaml"
+
+LOSSES = ("sdm", "id", "mlm", "aqa")
+# Enumerated keys and the values they accept.
+CHOICES: dict[str, tuple] = {
+    "dataset_name": ("CUHK-PEDES", "ICFG-PEDES", "RSTPReid"),
+    "amp": ("auto", "fp16", "bf16", "none"),
+    "sampler": ("random", "identity"),
+    "phrase_backend": ("pattern", "spacy"),
+    "pretrain_choice": ("ViT-B/16", "ViT-B/32", "ViT-L/14", "none"),
+    "sgiha.filter": ("dot", "res", "none"),
+    "optimizer": ("Adam", "AdamW", "SGD"),
+    "lrscheduler": ("cosine", "step"),
+    "select_on": ("val", "test"),
+}
+SPLITS = ("train", "val", "test")
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that does not fit the declared keys."""
+
+
+class Config(dict):
+    """A dict whose keys are also attributes; nested dicts are Configs too."""
+
+    def __init__(self, data: dict | None = None):
+        super().__init__()
+        for key, value in (data or {}).items():
+            self[key] = Config(value) if isinstance(value, dict) else value
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError as exc:
+            raise AttributeError(key) from exc
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        self[key] = Config(value) if isinstance(value, dict) else value
+
+    def to_dict(self) -> dict:
+        return {k: v.to_dict() if isinstance(v, Config) else copy.deepcopy(v) for k, v in self.items()}
+
+    @property
+    def losses(self) -> tuple[str, ...]:
+        """The loss names of ``loss_names`` as a tuple, e.g. ('sdm', 'id', 'aqa')."""
+        return tuple(n for n in self["loss_names"].split("+") if n)
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
+    return data
+
+
+def _load_chain(path: Path) -> list[tuple[Path, dict]]:
+    """The YAML files from the root base down to ``path``."""
+    chain: list[tuple[Path, dict]] = []
+    seen: set[Path] = set()
+    while path is not None:
+        path = path.resolve()
+        if path in seen:
+            raise ConfigError(f"{path}: _base_ chain loops")
+        seen.add(path)
+        data = _read_yaml(path)
+        base = data.pop("_base_", None)
+        chain.insert(0, (path, data))
+        path = (path.parent / base) if base else None
+    return chain
+
+
+def _flatten(data: dict, prefix: str = "") -> Iterable[tuple[str, Any]]:
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            yield from _flatten(value, name + ".")
+        else:
+            yield name, value
+
+
+def _valid_keys(defaults: dict) -> list[str]:
+    return sorted(k for k, _ in _flatten(defaults))
+
+
+def _check_type(key: str, value: Any, default: Any, source: str) -> Any:
+    """Coerce ``value`` to the type of the declared default, or raise."""
+    if key in CHOICES and value not in CHOICES[key]:
+        raise ConfigError(f"{source}: {key} = {value!r} is not valid; choose one of {list(CHOICES[key])}")
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: {key} = {value!r} must be true or false")
+        return value
+    if isinstance(default, (int, float)):
+        if isinstance(value, str):  # YAML 1.1 reads '2e-5' (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: {key} = {value!r} must be a number")
+        return float(value) if isinstance(default, float) else value
+    if isinstance(default, list):
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: {key} = {value!r} must be a list like {default}")
+        return value
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ConfigError(f"{source}: {key} = {value!r} must be a string")
+    return value
+
+
+def _set(tree: dict, key: str, value: Any, defaults: dict, source: str) -> None:
+    parts = key.split(".")
+    node, dnode = tree, defaults
+    for i, part in enumerate(parts):
+        if not isinstance(dnode, dict) or part not in dnode:
+            raise ConfigError(
+                f"{source}: unknown key '{key}'. Valid keys: {', '.join(_valid_keys(defaults))}")
+        if i == len(parts) - 1:
+            if isinstance(dnode[part], dict) and dnode[part]:
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{source}: {key} is a section; set its keys ({key}.<name>)")
+                for sub, subval in value.items():
+                    _set(tree, f"{key}.{sub}", subval, defaults, source)
+            else:
+                node[part] = _check_type(key, value, dnode[part], source)
+        else:
+            if node.get(part) is None:
+                node[part] = {}
+            node, dnode = node[part], dnode[part]
+
+
+def _validate(cfg: Config) -> None:
+    unknown = [n for n in cfg.losses if n not in LOSSES]
+    if unknown or not cfg.losses:
+        raise ConfigError(f"loss_names = {cfg.loss_names!r}: use '+'-joined names from {list(LOSSES)}")
+    for split in cfg.eval_splits:
+        if split not in ("val", "test"):
+            raise ConfigError(f"eval_splits = {cfg.eval_splits}: each must be one of ['val', 'test']")
+    if cfg.select_on not in cfg.eval_splits:
+        raise ConfigError(f"select_on = {cfg.select_on!r} must be one of eval_splits {cfg.eval_splits}")
+    if len(cfg.img_size) != 2:
+        raise ConfigError(f"img_size = {cfg.img_size} must be [height, width]")
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] | dict | None = None) -> Config:
+    """Declared defaults, then the YAML chain ending at ``path``, then ``overrides``.
+
+    ``overrides`` is either ``['--key', 'value', ...]`` from the command line or a ``{key: value}`` dict.
+    """
+    defaults = _read_yaml(BASE_CONFIG)
+    tree = copy.deepcopy(defaults)
+    if path is not None:
+        for file, data in _load_chain(Path(path)):
+            if file == BASE_CONFIG.resolve():
+                continue
+            for key, value in data.items():
+                _set(tree, key, value, defaults, str(file))
+    for key, value in _parse_overrides(overrides).items():
+        _set(tree, key, value, defaults, "command line")
+    cfg = Config(tree)
+    _validate(cfg)
+    return cfg
+
+
+def _parse_overrides(overrides: Sequence[str] | dict | None) -> dict:
+    if overrides is None:
+        return {}
+    if isinstance(overrides, dict):
+        return dict(overrides)
+    result: dict[str, Any] = {}
+    items = list(overrides)
+    i = 0
+    while i < len(items):
+        key = items[i]
+        if not key.startswith("--"):
+            raise ConfigError(f"command line: expected --key value, got {key!r}")
+        key = key[2:]
+        if "=" in key:
+            key, raw = key.split("=", 1)
+            i += 1
+        elif i + 1 < len(items):
+            raw = items[i + 1]
+            i += 2
+        else:
+            raise ConfigError(f"command line: --{key} needs a value")
+        try:
+            result[key] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"command line: --{key} {raw!r} is not a valid value: {exc}") from exc
+    return result
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> None:
+    """Write the resolved configuration as YAML (atomically), loadable by ``load_config``."""
+    from utils.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
