@@ -1,0 +1,70 @@
+"""Evaluation: encode a split's gallery images and query captions with the retrieval model, then rank (SPEC 8)."""
+from __future__ import annotations
+
+import logging
+from typing import ContextManager, Callable
+
+import torch
+import torch.nn.functional as F
+from prettytable import PrettyTable
+from torch import nn
+from tqdm import tqdm
+
+from utils.metrics import retrieval_metrics
+
+logger = logging.getLogger(__name__)
+
+METRIC_KEYS = ("R1", "R5", "R10", "mAP", "mINP")
+
+
+@torch.no_grad()
+def encode_loader(encode: Callable[[torch.Tensor], torch.Tensor], loader, device: torch.device,
+                  autocast_ctx: Callable[[], ContextManager], desc: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``encode`` over a loader of (pids, inputs); returns (L2-normalised fp32 features, pids)."""
+    feats, pids = [], []
+    for batch_pids, inputs in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
+        with autocast_ctx():
+            out = encode(inputs.to(device, non_blocking=True))
+        feats.append(F.normalize(out.float(), dim=-1))
+        pids.append(batch_pids.to(device))
+    return torch.cat(feats), torch.cat(pids)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, eval_set, device: torch.device, autocast_ctx: Callable[[], ContextManager],
+             chunk_size: int, i2t: bool = False) -> dict[str, float]:
+    """Text-to-image metrics of ``model`` (anything with encode_image / encode_text) on one split.
+
+    With ``i2t`` the image-to-text metrics are added under keys prefixed ``i2t_``.
+    """
+    was_training = model.training
+    model.eval()
+    img_feats, g_pids = encode_loader(model.encode_image, eval_set.image_loader, device, autocast_ctx,
+                                      f"{eval_set.name} images")
+    txt_feats, q_pids = encode_loader(model.encode_text, eval_set.text_loader, device, autocast_ctx,
+                                      f"{eval_set.name} captions")
+    model.train(was_training)
+    similarity = txt_feats @ img_feats.t()
+    results = retrieval_metrics(similarity, q_pids, g_pids, chunk_size=chunk_size)
+    if i2t:
+        back = retrieval_metrics(similarity.t(), g_pids, q_pids, chunk_size=chunk_size)
+        results.update({f"i2t_{k}": v for k, v in back.items()})
+    return results
+
+
+def format_table(results: dict[str, dict[str, float]]) -> str:
+    """One row per (split, direction) with R1/R5/R10/mAP/mINP in percent."""
+    table = PrettyTable(["task", *METRIC_KEYS])
+    table.float_format = ".2"
+    for split, metrics in results.items():
+        table.add_row([f"{split} t2i", *(metrics[k] for k in METRIC_KEYS)])
+        if f"i2t_{METRIC_KEYS[0]}" in metrics:
+            table.add_row([f"{split} i2t", *(metrics[f"i2t_{k}"] for k in METRIC_KEYS)])
+    return table.get_string()
+
+
+def chance_rank1(q_pids: torch.Tensor, g_pids: torch.Tensor) -> float:
+    """Expected text-to-image Rank-1 (percent) of a random ranking: mean share of each query's positives."""
+    size = int(max(q_pids.max(), g_pids.max())) + 1
+    positives = torch.bincount(g_pids.long().cpu(), minlength=size)[q_pids.long().cpu()].double()
+    return float(positives.mean() / len(g_pids) * 100)

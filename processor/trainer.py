@@ -1,0 +1,174 @@
+"""The training loop: one epoch of steps, evaluation, checkpoints and the metrics log of a run."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ContextManager
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from processor.amp import backward_step
+from processor.evaluator import METRIC_KEYS, evaluate, format_table
+from utils.checkpoint import save_checkpoint
+from utils.config import Config
+from utils.io import atomic_write_text
+from utils.seed import get_rng_states
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became inf or nan: training stops instead of silently continuing on garbage."""
+
+
+@dataclass
+class TrainState:
+    """What a resumed run needs besides model/optimizer/scheduler/scaler weights."""
+    epoch: int = 0                      # last finished epoch
+    best_epoch: int = 0                 # epoch of best.pth
+    best_score: float = -1.0            # Rank-1 of cfg.select_on at best_epoch
+    history: list[dict[str, Any]] = field(default_factory=list)   # the rows of metrics.jsonl
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under DistributedDataParallel / torch.compile wrappers."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
+def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                    device: torch.device, autocast_ctx: Callable[[], ContextManager], epoch: int,
+                    log_period: int, show_progress: bool = True) -> dict[str, float]:
+    """Train for one pass over ``loader``; returns the epoch means of every loss and accuracy."""
+    model.train()
+    sums: dict[str, float] = defaultdict(float)
+    steps = 0
+    bar = tqdm(loader, desc=f"epoch {epoch}", dynamic_ncols=True, leave=False, disable=not show_progress)
+    for step, batch in enumerate(bar, start=1):
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with autocast_ctx():
+            outputs = model(batch)
+        loss = sum(v for k, v in outputs.items() if k.endswith("_loss"))
+        if not torch.isfinite(loss):
+            parts = {k: float(v) for k, v in outputs.items() if k.endswith("_loss")}
+            raise NonFiniteLossError(f"non-finite loss at epoch {epoch}, step {step}: {parts}")
+        backward_step(loss, optimizer, scaler)
+        steps += 1
+        for key, value in outputs.items():
+            sums[key] += float(value.detach())
+        sums["loss"] += float(loss.detach())
+        running = {k: sums[k] / steps for k in sums if k.endswith("loss")}
+        bar.set_postfix({k.replace("_loss", ""): f"{v:.3f}" for k, v in running.items()})
+        if step % log_period == 0:
+            logger.info("epoch %d step %d/%d %s", epoch, step, len(loader),
+                        " ".join(f"{k}={v / steps:.4f}" for k, v in sorted(sums.items())))
+    if steps == 0:
+        raise RuntimeError("the training loader yielded no batch: the training split is smaller than batch_size")
+    return {k: v / steps for k, v in sums.items()}
+
+
+def _metrics_row(epoch: int, lr: float, train_stats: dict[str, float],
+                 results: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """One metrics.jsonl line: test scores flat (R1..mINP), other splits nested under their name."""
+    row: dict[str, Any] = {"epoch": epoch, "lr": lr, **{k: round(v, 6) for k, v in train_stats.items()}}
+    for split, metrics in results.items():
+        if split == "test":
+            row.update(metrics)
+        else:
+            row[split] = metrics
+    return row
+
+
+def _checkpoint_state(model: nn.Module, optimizer, scheduler, scaler, state: TrainState, cfg: Config) -> dict:
+    return {
+        "model": _unwrap(model).state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "epoch": state.epoch,
+        "best_epoch": state.best_epoch,
+        "best_score": state.best_score,
+        "history": state.history,
+        "rng": get_rng_states(),
+        "config": cfg.to_dict(),
+    }
+
+
+def _scores_at(history: list[dict[str, Any]], epoch: int) -> dict[str, float]:
+    row = next(r for r in history if r["epoch"] == epoch)
+    return {k: row[k] for k in METRIC_KEYS if k in row}
+
+
+def _best_epoch_by(history: list[dict[str, Any]], split: str) -> int | None:
+    """The epoch with the highest Rank-1 on ``split`` (earliest on ties)."""
+    scored = [(r[split]["R1"] if split != "test" else r["R1"], -r["epoch"]) for r in history
+              if (split in r if split != "test" else "R1" in r)]
+    return -max(scored)[1] if scored else None
+
+
+def summarize(cfg: Config, state: TrainState) -> str:
+    """The final summary: protocol number (best on select_on) and the test score at the best-val epoch."""
+    lines = [f"best {cfg.select_on} Rank-1 {state.best_score:.2f} at epoch {state.best_epoch}"]
+    if state.best_epoch:
+        scores = _scores_at(state.history, state.best_epoch)
+        if scores:
+            lines.append("test at that epoch: " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items()))
+    if "val" in cfg.eval_splits and cfg.select_on != "val":
+        val_epoch = _best_epoch_by(state.history, "val")
+        if val_epoch is not None:
+            scores = _scores_at(state.history, val_epoch)
+            lines.append(f"test at the best-val epoch {val_epoch} (model selection without test labels): "
+                         + ", ".join(f"{k} {v:.2f}" for k, v in scores.items()))
+    return "\n".join(lines)
+
+
+def fit(cfg: Config, run_dir: Path, model: nn.Module, data, optimizer: torch.optim.Optimizer, scheduler,
+        scaler: torch.amp.GradScaler, device: torch.device, autocast_ctx: Callable[[], ContextManager],
+        state: TrainState, is_main: bool = True, writer=None) -> TrainState:
+    """Train from ``state.epoch + 1`` to the last epoch, evaluating and checkpointing on the main process."""
+    last_epoch = cfg.num_epoch if cfg.early_stop_epoch is None else min(cfg.num_epoch, cfg.early_stop_epoch)
+    retrieval = _unwrap(model).backbone
+    for epoch in range(state.epoch + 1, last_epoch + 1):
+        if hasattr(data.train_sampler, "set_epoch"):
+            data.train_sampler.set_epoch(epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        start = time.time()
+        stats = train_one_epoch(model, data.train_loader, optimizer, scaler, device, autocast_ctx, epoch,
+                                cfg.log_period, show_progress=is_main)
+        scheduler.step()
+        logger.info("epoch %d done in %.1fs, lr %.3g: %s", epoch, time.time() - start, lr,
+                    " ".join(f"{k}={v:.4f}" for k, v in sorted(stats.items())))
+        results: dict[str, dict[str, float]] = {}
+        if is_main and (epoch % cfg.eval_period == 0 or epoch == last_epoch):
+            for split in cfg.eval_splits:
+                if split in data.eval_sets:
+                    results[split] = evaluate(retrieval, data.eval_sets[split], device, autocast_ctx,
+                                              cfg.eval_chunk_size, i2t=cfg.eval_i2t)
+            logger.info("epoch %d evaluation\n%s", epoch, format_table(results))
+        state.epoch = epoch
+        if not is_main:
+            continue
+        state.history.append(_metrics_row(epoch, lr, stats, results))
+        if writer is not None:
+            for key, value in stats.items():
+                writer.add_scalar(f"train/{key}", value, epoch)
+            writer.add_scalar("train/lr", lr, epoch)
+            for split, metrics in results.items():
+                for key, value in metrics.items():
+                    writer.add_scalar(f"{split}/{key}", value, epoch)
+        atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in state.history))
+        selected = results.get(cfg.select_on)
+        if selected is not None and selected["R1"] > state.best_score:
+            state.best_score, state.best_epoch = selected["R1"], epoch
+            save_checkpoint(_checkpoint_state(model, optimizer, scheduler, scaler, state, cfg), run_dir / "best.pth")
+            logger.info("new best %s Rank-1 %.2f at epoch %d: saved best.pth", cfg.select_on, state.best_score, epoch)
+        save_checkpoint(_checkpoint_state(model, optimizer, scheduler, scaler, state, cfg), run_dir / "last.pth")
+    if is_main:
+        logger.info("finished.\n%s", summarize(cfg, state))
+    return state

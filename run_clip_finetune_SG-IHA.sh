@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Train CLIP-finetune + SG-IHA (SDM + ID + AQA).
+# Usage: bash run_clip_finetune_SG-IHA.sh [DATASET] [ROOT_DIR] [--key value ...]
+#   DATASET: CUHK-PEDES (default) | ICFG-PEDES | RSTPReid   (or env DATASET)
+#   ROOT_DIR: folder holding DATASET/ (default: data, or env ROOT_DIR)
+#   Further arguments go to train.py, e.g. --pretrain_path ~/ViT-B-16.pt --batch_size 32
+set -euo pipefail
+cd "$(dirname "$0")"
+RECIPE=clip_finetune_sgiha
+source tools/run_common.sh

@@ -1,0 +1,59 @@
+"""Evaluate a trained run on its test split: ``python test.py --config_file <run>/configs.yaml [--checkpoint F]``.
+
+Builds the inference-only model (the CLIP backbone: no classifier, MLM or SG-IHA parameters), loads
+``<run>/best.pth`` by default, prints R1/R5/R10/mAP/mINP and writes ``<run>/test_results.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Sequence
+
+from datasets.build import build_eval_sets
+from model.build import build_retrieval_model, retrieval_state_dict
+from processor.amp import autocast, resolve_amp, resolve_device
+from processor.evaluator import evaluate, format_table
+from utils.checkpoint import load_checkpoint
+from utils.config import load_config
+from utils.io import atomic_write_text
+from utils.logger import setup_logger
+
+logger = logging.getLogger("sgiha")
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config_file", required=True, help="the run's configs.yaml")
+    parser.add_argument("--checkpoint", help="checkpoint to evaluate (default: best.pth beside the config)")
+    return parser.parse_known_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, float]:
+    """Evaluate; returns the test metrics."""
+    args, overrides = parse_args(argv)
+    run_dir = Path(args.config_file).resolve().parent
+    cfg = load_config(args.config_file, overrides)
+    setup_logger(run_dir, filename="test.log")
+    device = resolve_device(cfg.device)
+    amp = resolve_amp(cfg.amp, device)
+
+    checkpoint = Path(args.checkpoint) if args.checkpoint else run_dir / "best.pth"
+    ckpt = load_checkpoint(checkpoint)
+    model = build_retrieval_model(cfg)
+    model.load_state_dict(retrieval_state_dict(ckpt["model"]))
+    model.to(device)
+    logger.info("loaded %s (epoch %d); inference model: %.2fM parameters", checkpoint, ckpt["epoch"],
+                sum(p.numel() for p in model.parameters()) / 1e6)
+
+    eval_sets = build_eval_sets(cfg, splits=("test",))
+    results = evaluate(model, eval_sets["test"], device, lambda: autocast(device, amp), cfg.eval_chunk_size,
+                       i2t=cfg.eval_i2t)
+    logger.info("%s\n%s", cfg.dataset_name, format_table({"test": results}))
+    atomic_write_text(run_dir / "test_results.json", json.dumps(results, indent=2) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""CLIP byte-level BPE tokenizer with the IRRA ``<|mask|>`` id (SPEC 4).
+
+The vocabulary and the BPE merge code come from open_clip's ``SimpleTokenizer``; this module only
+re-assigns id 49405 (the last merge, 'jekyll</w>') to ``<|mask|>`` and builds fixed-length sequences.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import regex as re
+import torch
+from open_clip.tokenizer import DEFAULT_CONTEXT_LENGTH, SimpleTokenizer
+
+MASK_TOKEN = "<|mask|>"
+
+
+class Tokenizer:
+    """CLIP BPE with SOT 49406, EOT 49407 and ``<|mask|>`` 49405 (SPEC 4)."""
+
+    def __init__(self) -> None:
+        self._clip = SimpleTokenizer()
+        self.sot_id: int = self._clip.sot_token_id
+        self.eot_id: int = self._clip.eot_token_id
+        self.vocab_size: int = self._clip.vocab_size
+        # The last merge gives up its id to <|mask|> (SPEC 4): drop the merge so its word is
+        # spelled with earlier merges, and drop its vocabulary entry so nothing else maps to that id.
+        last_merge = max(self._clip.bpe_ranks, key=self._clip.bpe_ranks.get)
+        merged = "".join(last_merge)
+        self.mask_id: int = self._clip.encoder.pop(merged)
+        del self._clip.bpe_ranks[last_merge]
+        self._clip.decoder[self.mask_id] = MASK_TOKEN
+
+    def clean(self, text: str) -> str:
+        """CLIP's cleaning: ftfy, HTML unescape, whitespace collapse, lower case."""
+        return self._clip.clean_fn(text)
+
+    def _encode_clean(self, text: str) -> list[int]:
+        """BPE ids of already-cleaned text that holds no mask token."""
+        clip = self._clip
+        ids: list[int] = []
+        for word in re.findall(clip.pat, text):
+            word = "".join(clip.byte_encoder[b] for b in word.encode("utf-8"))
+            ids.extend(clip.encoder[piece] for piece in clip.bpe(word).split(" "))
+        return ids
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` without SOT/EOT; each literal ``<|mask|>`` becomes ``mask_id``."""
+        # open_clip's special-token option would join '<|mask|>' into its regex unescaped (the '|'
+        # becomes alternation), so the mask token is split out here instead.
+        parts = self.clean(text).split(MASK_TOKEN)
+        ids = self._encode_clean(parts[0])
+        for part in parts[1:]:
+            ids.append(self.mask_id)
+            ids.extend(self._encode_clean(part))
+        return ids
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of token ids (padding and SOT/EOT excluded by the caller)."""
+        return self._clip.decode(ids)
+
+    def __call__(self, text: str, context_length: int = DEFAULT_CONTEXT_LENGTH) -> torch.LongTensor:
+        """``[context_length]`` ids: SOT, tokens, EOT, zeros; truncation keeps EOT last (SPEC 4)."""
+        ids = [self.sot_id] + self.encode(text) + [self.eot_id]
+        if len(ids) > context_length:
+            ids = ids[:context_length]
+            ids[-1] = self.eot_id
+        out = torch.zeros(context_length, dtype=torch.long)
+        out[: len(ids)] = torch.tensor(ids, dtype=torch.long)
+        return out
+
+
+@lru_cache(maxsize=1)
+def get_tokenizer() -> Tokenizer:
+    """The process-wide tokenizer (building one reads the 1.6 MB BPE file)."""
+    return Tokenizer()
