@@ -1,0 +1,69 @@
+"""Configuration: inheritance, overrides, and clear errors for unknown keys and bad values."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from utils.config import CONFIG_DIR, ConfigError, load_config, save_config
+
+
+def test_leaf_config_overrides_only_what_it_states():
+    base = load_config(None)
+    leaf = load_config(CONFIG_DIR / "ICFG-PEDES" / "clip_finetune_sgiha.yaml")
+    assert leaf.dataset_name == "ICFG-PEDES" and leaf.losses == ("sdm", "id", "aqa")
+    assert leaf.eval_splits == ["test"]
+    assert leaf.lr == base.lr == 1e-5 and leaf.sgiha.layers == [6, 7, 8, 9, 10, 11]
+
+
+def test_every_shipped_config_loads():
+    files = sorted(CONFIG_DIR.rglob("*.yaml"))
+    assert len(files) >= 14
+    for file in files:
+        cfg = load_config(file)
+        assert cfg.select_on in cfg.eval_splits
+
+
+def test_command_line_overrides_nested_keys_and_types():
+    cfg = load_config(None, ["--sgiha.filter", "res", "--lr", "2e-5", "--img_size", "[256, 128]",
+                             "--sgiha.detach_hidden=true", "--batch_size", "32"])
+    assert cfg.sgiha.filter == "res" and cfg.sgiha.detach_hidden is True
+    assert cfg.lr == pytest.approx(2e-5) and isinstance(cfg.lr, float)
+    assert cfg.img_size == [256, 128] and cfg.batch_size == 32
+    assert cfg.sgiha.temperature == 0.04  # untouched siblings keep their defaults
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["--sgiha.fliter", "res"], "unknown key 'sgiha.fliter'"),
+    (["--amp", "fp32"], "choose one of ['auto', 'fp16', 'bf16', 'none']"),
+    (["--batch_size", "many"], "must be a number"),
+    (["--loss_names", "sdm+itc"], "'+'-joined names"),
+    (["--select_on", "val", "--eval_splits", "[test]"], "must be one of eval_splits"),
+    (["--img_aug", "3"], "true or false"),
+    (["--lr"], "needs a value"),
+])
+def test_bad_overrides_name_the_problem(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, overrides)
+    assert message in str(info.value)
+
+
+def test_unknown_key_in_file_lists_valid_keys(tmp_path: Path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"_base_: {CONFIG_DIR / 'base.yaml'}\nbatchsize: 8\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    assert str(bad) in str(info.value) and "batch_size" in str(info.value)
+
+
+def test_invalid_yaml_names_the_file(tmp_path: Path):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
+        load_config(bad)
+
+
+def test_saved_config_round_trips(tmp_path: Path):
+    cfg = load_config(CONFIG_DIR / "demo.yaml", {"sgiha.filter": "none", "seed": 7})
+    save_config(cfg, tmp_path / "configs.yaml")
+    assert yaml.safe_load((tmp_path / "configs.yaml").read_text())["seed"] == 7
+    assert load_config(tmp_path / "configs.yaml") == cfg
