@@ -1,0 +1,109 @@
+"""Optimizer with SPEC 7's per-parameter learning-rate groups, and the per-epoch learning-rate schedule."""
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from typing import Callable
+
+import torch
+from torch import nn
+
+# Module-name prefixes of the training model (matched by prefix, never by substring).
+IRRA_BRANCH = ("cross_attn.", "cross_modal_transformer.")  # SPEC 7: lr x lr_factor (its LayerNorms keep base lr)
+HEADS = ("classifier.", "mlm_head.")                        # SPEC 7: ID classifier and MLM head, lr x lr_factor
+SGIHA = ("sgiha.",)                                         # SPEC 7: every SG-IHA parameter, lr x lr_factor
+
+OPTIMIZERS = ("Adam", "AdamW", "SGD")
+
+
+def param_lr_and_decay(cfg, name: str) -> tuple[float, float]:
+    """SPEC 7's rules in order for one parameter name; a later rule overrides an earlier one's lr."""
+    lr, weight_decay = cfg.lr, cfg.weight_decay
+    if name.startswith(IRRA_BRANCH):
+        lr = cfg.lr * cfg.lr_factor
+    if name.endswith("bias"):
+        lr = cfg.lr * cfg.bias_lr_factor
+        weight_decay = cfg.weight_decay_bias  # kept even when a later rule resets the lr
+    if name.startswith(HEADS):
+        lr = cfg.lr * cfg.lr_factor
+    if name.startswith(SGIHA):
+        lr = cfg.lr * cfg.lr_factor
+    return lr, weight_decay
+
+
+def build_param_groups(cfg, model: nn.Module) -> list[dict]:
+    """Trainable parameters grouped by equal (lr, weight_decay), each group with a readable 'name'."""
+    groups: dict[tuple[float, float], dict] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        lr, weight_decay = param_lr_and_decay(cfg, name)
+        group = groups.setdefault((lr, weight_decay), {"params": [], "lr": lr, "weight_decay": weight_decay,
+                                                        "modules": []})
+        group["params"].append(param)
+        top = name.split(".", 1)[0]
+        if top not in group["modules"]:
+            group["modules"].append(top)
+    if not groups:
+        raise ValueError(f"build_optimizer: {type(model).__name__} has no parameter with requires_grad")
+    result = []
+    for (lr, weight_decay), group in groups.items():
+        modules = group.pop("modules")
+        group["name"] = f"lr x{lr / cfg.lr:g}, weight decay {weight_decay:g}: {', '.join(modules)}"
+        result.append(group)
+    return result
+
+
+def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
+    """cfg.optimizer (Adam | AdamW | SGD) over SPEC 7's parameter groups."""
+    groups = build_param_groups(cfg, model)
+    if cfg.optimizer in ("Adam", "AdamW"):
+        cls = torch.optim.Adam if cfg.optimizer == "Adam" else torch.optim.AdamW
+        return cls(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps)
+    if cfg.optimizer == "SGD":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    raise ValueError(f"optimizer = {cfg.optimizer!r} is not valid; choose one of {list(OPTIMIZERS)}")
+
+
+def warmup_factor(cfg, k: int) -> float:
+    """SPEC 7: linear warm-up from cfg.warmup_factor to 1 over cfg.warmup_epochs (k = epoch - 1); 1 after."""
+    if k >= cfg.warmup_epochs:
+        return 1.0
+    alpha = k / cfg.warmup_epochs
+    return cfg.warmup_factor * (1 - alpha) + alpha
+
+
+def lr_factor_at(cfg, k: int, base_lr: float) -> float:
+    """Multiplier of a group's initial lr ``base_lr`` for the epoch with index k = epoch - 1 (SPEC 7)."""
+    if cfg.lrscheduler == "step":
+        return warmup_factor(cfg, k) * cfg.gamma ** bisect_right(cfg.milestones, k)
+    if k < cfg.warmup_epochs:
+        return warmup_factor(cfg, k)
+    # SPEC 7: cosine from the group's lr to cfg.target_lr over the epochs after warm-up.
+    progress = (k - cfg.warmup_epochs) / (cfg.num_epoch - cfg.warmup_epochs)
+    target = cfg.target_lr / base_lr if base_lr else 0.0  # a group at lr 0 stays at 0 whatever the factor
+    return target + (1 - target) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _check_schedule(cfg) -> None:
+    if cfg.lrscheduler not in ("cosine", "step"):
+        raise ValueError(f"lrscheduler = {cfg.lrscheduler!r} is not valid; choose one of ['cosine', 'step']")
+    if cfg.warmup_epochs < 0:
+        raise ValueError(f"warmup_epochs = {cfg.warmup_epochs} must be >= 0")
+    if cfg.lrscheduler == "cosine" and cfg.num_epoch <= cfg.warmup_epochs:
+        raise ValueError(f"num_epoch = {cfg.num_epoch} must exceed warmup_epochs = {cfg.warmup_epochs} "
+                         "for the cosine schedule")
+    if cfg.lrscheduler == "step" and list(cfg.milestones) != sorted(cfg.milestones):
+        raise ValueError(f"milestones = {cfg.milestones} must be increasing")
+
+
+def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per-epoch schedule (SPEC 7): call ``step()`` once after each epoch; epoch e trains at factor(e - 1)."""
+    _check_schedule(cfg)
+
+    def group_lambda(base_lr: float) -> Callable[[int], float]:
+        return lambda k: lr_factor_at(cfg, k, base_lr)
+
+    # 'initial_lr' is set when the optimizer already went through a scheduler (resume); else 'lr' is the initial one.
+    lambdas = [group_lambda(group.get("initial_lr", group["lr"])) for group in optimizer.param_groups]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
