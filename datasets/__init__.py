@@ -1,0 +1,5 @@
+"""Benchmark readers (registered by name on import), training samples and data loaders."""
+from datasets import cuhkpedes, icfgpedes, rstpreid  # noqa: F401  (registers the readers)
+from datasets.bases import DATASETS, BenchmarkData, DatasetError, read_benchmark
+
+__all__ = ["DATASETS", "BenchmarkData", "DatasetError", "read_benchmark"]

@@ -1,0 +1,13 @@
+"""ICFG-PEDES: ICFG-PEDES.json (some guides say ICFG_PEDES.json), train/test only (SPEC 2)."""
+from __future__ import annotations
+
+from datasets.bases import Benchmark, register
+
+
+@register
+class ICFGPEDES(Benchmark):
+    name = "ICFG-PEDES"
+    annotation_files = ("ICFG-PEDES.json", "ICFG_PEDES.json")
+    noun_file = "ICFG-PEDES_noun.json"
+    path_field = "file_path"
+    splits = ("train", "test")

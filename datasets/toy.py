@@ -1,0 +1,266 @@
+"""Synthetic toy benchmark: pedestrian-like PNG figures in named colours, captions naming them.
+
+Each identity has a fixed outfit (hair, upper garment, lower garment, shoes, optional bag or hat) in
+colours that CLIP's BPE keeps as one token; its images jitter pose, scale, position, background and
+lighting. The files follow the chosen benchmark's exact layout and JSON (SPEC 2), so the real readers load
+them. Within a split no two identities share the (upper, lower) colour pair, so retrieval is learnable.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+import datasets  # noqa: F401  (registers the benchmarks)
+from datasets.bases import IMAGE_DIR, get_benchmark
+from utils.io import atomic_write_text
+
+# Named colours (one CLIP BPE token each) and their RGB values.
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (200, 30, 30), "blue": (30, 60, 200), "green": (30, 150, 40), "yellow": (235, 210, 40),
+    "black": (20, 20, 20), "white": (240, 240, 240), "orange": (245, 130, 20), "purple": (120, 40, 160),
+    "pink": (245, 150, 190), "gray": (128, 128, 128), "brown": (110, 65, 25),
+}
+HAIR_COLOURS = ("black", "brown", "yellow", "gray", "white", "red")
+SKIN_TONES = ((235, 200, 170), (200, 150, 110), (150, 100, 70), (100, 70, 50))
+UPPER_TYPES = ("shirt", "jacket", "coat", "sweater", "hoodie", "t-shirt")
+LOWER_TYPES = ("pants", "jeans", "shorts", "skirt")  # shorts and skirt leave the lower legs bare
+SHORT_LOWER = ("shorts", "skirt")
+SHOE_TYPES = ("shoes", "boots", "sneakers")
+ACCESSORIES = ("none", "backpack", "bag", "hat")
+SUBJECTS = ("man", "woman", "person")
+CAPTIONS_PER_IMAGE = {"CUHK-PEDES": 2, "ICFG-PEDES": 1, "RSTPReid": 2}  # as in the real benchmarks (SPEC 2)
+
+# Body layout as fractions of the figure height (top to bottom) and of the image width.
+HEAD = (0.0, 0.13)
+TORSO = (0.14, 0.52)
+SHORT_END = 0.68  # hem of shorts and skirts
+LEGS_END = 0.92
+SHOES_END = 1.0
+TORSO_WIDTH = 0.46
+HEAD_WIDTH = 0.26
+ARM_WIDTH = 0.11
+LEG_WIDTH = 0.17
+LONG_HAIR_END = 0.30  # long hair falls to the shoulders
+HAIR_MARGIN = 1  # pixels long hair sticks out beside the head
+HAT = (-0.01, 0.05)  # hat crown, above the hair line
+HAT_BRIM = 0.05  # of the width, beyond the head on each side
+BACKPACK = (0.18, 0.44)  # visible beside the torso
+BACKPACK_WIDTH = 1.5  # arm widths beyond the torso on each side
+BAG = (0.42, 0.58)  # hand bag beside the hip
+HAND = (0.50, 0.56)  # bare hands below the sleeves
+LONG_HAIR_PROB = 0.5
+IMAGE_FLIP_PROB = 0.5
+# Jitter ranges.
+FIGURE_HEIGHT = (0.82, 0.96)  # of the image height
+SHIFT_X = 0.08  # of the image width, either way
+LEG_SPREAD = (0.0, 0.08)  # extra leg distance, of the width
+ARM_SWING = (-0.04, 0.04)  # vertical arm offset, of the height
+COLOUR_JITTER = 18  # per-channel garment colour noise
+LIGHTING = (0.75, 1.2)  # global brightness factor
+PIXEL_NOISE = 6.0  # std of per-pixel noise
+BACKGROUND_RANGE = (60, 200)  # muted background tones
+CLUTTER_BOXES = 3  # random background rectangles
+
+
+@dataclass(frozen=True)
+class Outfit:
+    """The visible attributes of one identity."""
+
+    subject: str
+    hair: str
+    long_hair: bool
+    skin: tuple[int, int, int]
+    upper: str
+    upper_type: str
+    lower: str
+    lower_type: str
+    shoes: str
+    shoe_type: str
+    accessory: str
+    accessory_colour: str
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def _garment(colour: str, kind: str) -> str:
+    """'a red coat', 'blue jeans' (plural garments take no article)."""
+    phrase = f"{colour} {kind}"
+    return phrase if kind.endswith("s") else f"{_article(colour)} {phrase}"
+
+
+def caption(outfit: Outfit, rng: random.Random) -> str:
+    """One description of ``outfit`` from varied templates; upper and lower garments are always named."""
+    o = outfit
+    pron = {"man": "He", "woman": "She"}.get(o.subject, "The person")
+    hair = f"{'long' if o.long_hair else 'short'} {o.hair} hair"
+    upper, lower = _garment(o.upper, o.upper_type), _garment(o.lower, o.lower_type)
+    shoes = f"{o.shoes} {o.shoe_type}"
+    acc = {"none": "", "backpack": f"carries {_garment(o.accessory_colour, 'backpack')}",
+           "bag": f"carries {_garment(o.accessory_colour, 'bag')}",
+           "hat": f"wears {_garment(o.accessory_colour, 'hat')}"}[o.accessory]
+    acc_sentence = f" {pron} {acc}." if acc else ""
+    templates = (
+        f"A {o.subject} with {hair} is wearing {upper} and {lower}. {pron} has {shoes} on.{acc_sentence}",
+        f"The {o.subject} wears {upper}, {lower} and {shoes}.{acc_sentence}",
+        f"This {o.subject} has {hair}. {pron} is dressed in {upper} with {lower}.{acc_sentence}",
+        f"A {o.subject} in {upper} and {lower} is walking.{acc_sentence} {pron} has {hair}.",
+        f"{pron} is wearing {lower} and {upper}, with {shoes}.{acc_sentence}",
+        f"The {o.subject} has {hair} and wears {upper}, {lower} and {shoes}.{acc_sentence}",
+    )
+    return rng.choice(templates)
+
+
+def make_outfits(n: int, colour_pairs: list[tuple[str, str]], rng: random.Random) -> list[Outfit]:
+    """``n`` outfits whose (upper, lower) colours run through ``colour_pairs`` (distinct for n <= len)."""
+    outfits = []
+    for i in range(n):
+        upper, lower = colour_pairs[i % len(colour_pairs)]
+        subject = rng.choice(SUBJECTS)
+        lower_type = rng.choice([t for t in LOWER_TYPES if subject != "man" or t != "skirt"])
+        accessory = rng.choice(ACCESSORIES)
+        outfits.append(Outfit(
+            subject=subject, hair=rng.choice(HAIR_COLOURS), long_hair=rng.random() < LONG_HAIR_PROB,
+            skin=rng.choice(SKIN_TONES), upper=upper, upper_type=rng.choice(UPPER_TYPES), lower=lower,
+            lower_type=lower_type, shoes=rng.choice(list(COLOURS)), shoe_type=rng.choice(SHOE_TYPES),
+            accessory=accessory, accessory_colour=rng.choice([c for c in COLOURS if c not in (upper, lower)])))
+    return outfits
+
+
+def _jitter(rgb: tuple[int, int, int], rng: random.Random) -> tuple[int, int, int]:
+    return tuple(int(np.clip(c + rng.randint(-COLOUR_JITTER, COLOUR_JITTER), 0, 255)) for c in rgb)
+
+
+def _background(size: tuple[int, int], rng: random.Random) -> Image.Image:
+    """A muted vertical gradient with a few clutter boxes."""
+    h, w = size
+    top, bottom = (np.array([rng.randint(*BACKGROUND_RANGE) for _ in range(3)], dtype=np.float32) for _ in "tb")
+    ramp = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None, None]
+    pixels = np.broadcast_to(top + (bottom - top) * ramp, (h, w, 3)).astype(np.uint8)
+    img = Image.fromarray(pixels)
+    draw = ImageDraw.Draw(img)
+    for _ in range(rng.randint(0, CLUTTER_BOXES)):
+        x0, y0 = rng.randrange(w), rng.randrange(h)
+        tone = tuple(rng.randint(*BACKGROUND_RANGE) for _ in range(3))
+        draw.rectangle([x0, y0, x0 + rng.randrange(1, w // 2), y0 + rng.randrange(1, h // 4)], fill=tone)
+    return img
+
+
+def render(outfit: Outfit, size: tuple[int, int], rng: random.Random) -> Image.Image:
+    """One jittered picture of ``outfit`` at ``size`` (H, W)."""
+    h, w = size
+    img = _background(size, rng)
+    draw = ImageDraw.Draw(img)
+    fig_h = h * rng.uniform(*FIGURE_HEIGHT)
+    top = rng.uniform(0, h - fig_h)
+    cx = w / 2 + rng.uniform(-SHIFT_X, SHIFT_X) * w
+
+    def y(frac: float) -> float:
+        return top + frac * fig_h
+
+    def box(x_half: float, y0: float, y1: float, colour: str | tuple, dx: float = 0.0) -> None:
+        rgb = _jitter(COLOURS[colour], rng) if isinstance(colour, str) else colour
+        draw.rectangle([cx + dx - x_half * w, y(y0), cx + dx + x_half * w, y(y1)], fill=rgb)
+
+    o = outfit
+    skin = _jitter(o.skin, rng)
+    torso_half, arm_off = TORSO_WIDTH / 2, TORSO_WIDTH / 2 + ARM_WIDTH / 2
+    spread = rng.uniform(*LEG_SPREAD)
+    leg_off = LEG_WIDTH / 2 + spread / 2
+    for side in (-1, 1):  # legs, then the garment over them, then shoes
+        box(LEG_WIDTH / 2, TORSO[1], LEGS_END, skin, side * leg_off * w)
+        lower_end = SHORT_END if o.lower_type in SHORT_LOWER else LEGS_END
+        if o.lower_type != "skirt":
+            box(LEG_WIDTH / 2, TORSO[1], lower_end, o.lower, side * leg_off * w)
+        box(LEG_WIDTH / 2 + spread / 4, LEGS_END, SHOES_END, o.shoes, side * leg_off * w)
+    if o.lower_type == "skirt":
+        skirt = _jitter(COLOURS[o.lower], rng)
+        draw.polygon([(cx - torso_half * w, y(TORSO[1])), (cx + torso_half * w, y(TORSO[1])),
+                      (cx + (leg_off + LEG_WIDTH) * w, y(SHORT_END)), (cx - (leg_off + LEG_WIDTH) * w, y(SHORT_END))],
+                     fill=skirt)
+    hair = _jitter(COLOURS[o.hair], rng)
+    head = [cx - HEAD_WIDTH / 2 * w, y(HEAD[0]), cx + HEAD_WIDTH / 2 * w, y(HEAD[1])]
+    if o.long_hair:  # behind the torso
+        draw.rectangle([head[0] - HAIR_MARGIN, y(HEAD[1] / 2), head[2] + HAIR_MARGIN, y(LONG_HAIR_END)], fill=hair)
+    if o.accessory == "backpack":
+        box(torso_half + ARM_WIDTH * BACKPACK_WIDTH, *BACKPACK, o.accessory_colour)
+    box(torso_half, TORSO[0], TORSO[1], o.upper)
+    for side in (-1, 1):
+        swing = rng.uniform(*ARM_SWING)
+        box(ARM_WIDTH / 2, TORSO[0] + swing, HAND[0] + swing, o.upper, side * arm_off * w)
+        box(ARM_WIDTH / 2, HAND[0] + swing, HAND[1] + swing, skin, side * arm_off * w)
+    if o.accessory == "bag":
+        side = rng.choice((-1, 1))
+        box(ARM_WIDTH, *BAG, o.accessory_colour, side * (arm_off + ARM_WIDTH) * w)
+    draw.ellipse(head, fill=skin)
+    if o.accessory == "hat":
+        box(HEAD_WIDTH / 2 + HAT_BRIM, *HAT, o.accessory_colour)
+    else:
+        draw.chord(head, 180, 360, fill=hair)
+    return _light(img, rng)
+
+
+def _light(img: Image.Image, rng: random.Random) -> Image.Image:
+    """Global brightness change, a random flip and pixel noise."""
+    pixels = np.asarray(img, dtype=np.float32) * rng.uniform(*LIGHTING)
+    noise = np.random.default_rng(rng.getrandbits(32)).normal(0.0, PIXEL_NOISE, pixels.shape)
+    out = Image.fromarray(np.clip(pixels + noise, 0, 255).astype(np.uint8))
+    return out.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < IMAGE_FLIP_PROB else out
+
+
+def _colour_pairs(rng: random.Random) -> list[tuple[str, str]]:
+    pairs = list(itertools.permutations(COLOURS, 2))
+    rng.shuffle(pairs)
+    return pairs
+
+
+def _relative_path(dataset_name: str, split: str, pid: int, k: int) -> str:
+    """Image path relative to imgs/, shaped like the benchmark's own names."""
+    if dataset_name == "ICFG-PEDES":
+        return f"{split}/{pid:04d}/{pid:04d}_{k:03d}.png"
+    if dataset_name == "RSTPReid":
+        return f"{pid:04d}_c{k}_{k:04d}.png"
+    return f"toy/{pid:05d}{k:03d}.png"
+
+
+def _record(dataset_name: str, split: str, pid: int, rel: str, captions: list[str]) -> dict:
+    """One annotation record in the benchmark's JSON format (SPEC 2)."""
+    if dataset_name == "RSTPReid":
+        return {"id": pid, "img_path": rel, "captions": captions, "split": split}
+    # CUHK-PEDES and ICFG-PEDES also store each caption's lower-cased words.
+    tokens = [[w.strip(".,").lower() for w in c.split()] for c in captions]
+    return {"split": split, "captions": captions, "file_path": rel, "processed_tokens": tokens, "id": pid}
+
+
+def make_toy_dataset(root_dir: str | Path, dataset_name: str, num_train_ids: int, num_val_ids: int,
+                     num_test_ids: int, images_per_id: int, image_size: tuple[int, int] | list[int],
+                     seed: int) -> Path:
+    """Write ``<root_dir>/<dataset_name>/`` (imgs/ and the annotation JSON); return that folder.
+
+    Splits the benchmark lacks are skipped (ICFG-PEDES has no val split, SPEC 2).
+    """
+    bench = get_benchmark(dataset_name)
+    rng = random.Random(seed)
+    dataset_dir = Path(root_dir) / dataset_name
+    sizes = {"train": num_train_ids, "val": num_val_ids, "test": num_test_ids}
+    sizes = {split: n for split, n in sizes.items() if split in bench.splits}
+    records, next_pid = [], 1  # benchmark ids are 1-based
+    for split, n in sizes.items():
+        for outfit in make_outfits(n, _colour_pairs(rng), rng):
+            for k in range(images_per_id):
+                rel = _relative_path(dataset_name, split, next_pid, k)
+                path = dataset_dir / IMAGE_DIR / rel
+                path.parent.mkdir(parents=True, exist_ok=True)
+                render(outfit, tuple(image_size), rng).save(path)
+                captions = [caption(outfit, rng) for _ in range(CAPTIONS_PER_IMAGE[dataset_name])]
+                records.append(_record(dataset_name, split, next_pid, rel, captions))
+            next_pid += 1
+    atomic_write_text(dataset_dir / bench.annotation_files[0], json.dumps(records, indent=1))
+    return dataset_dir
