@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-import datasets  # noqa: F401  (registers the benchmark readers)
 from datasets.bases import BenchmarkData, EvalSplit, read_benchmark
 from datasets.eval_dataset import ImageDataset, TextDataset
 from datasets.samplers import build_train_sampler

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-import datasets  # noqa: F401  (registers the benchmarks)
 from datasets.bases import IMAGE_DIR, get_benchmark
 from utils.io import atomic_write_text
 

@@ -12,7 +12,6 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import datasets  # noqa: E402,F401  (registers the benchmarks)
 from datasets.bases import PHRASES_FIELD, get_benchmark, read_json_list, write_noun_copy  # noqa: E402
 from datasets.phrases import extract_phrases  # noqa: E402
 from utils.config import CHOICES  # noqa: E402
