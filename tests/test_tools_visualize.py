@@ -1,0 +1,55 @@
+"""utils/visualize.py: grid geometry known in advance, frames where and in the colour asked, text cut to fit."""
+from __future__ import annotations
+
+from PIL import Image
+
+from utils.visualize import ELLIPSIS, GridLayout, Tile, draw_grid, load_font, save_png, wrap_text
+
+GREEN, RED, BLUE = (0, 170, 0), (210, 0, 0), (20, 40, 220)
+
+
+def test_canvas_size_and_cell_positions_by_hand():
+    layout = GridLayout(tile_size=(40, 20), columns=3, margin=5, frame=2, font_size=10, line_spacing=2,
+                        header_lines=2, label_lines=1)
+    # cell: 20 + 2*2 = 24 wide; 40 + 2*2 + 1 line of 12 = 56 high; header: 5 + 2*12 = 29
+    assert layout.canvas_size(7) == (5 + 3 * (24 + 5), 29 + 5 + 3 * (56 + 5))
+    assert layout.canvas_size(2) == (5 + 2 * (24 + 5), 29 + 5 + 56 + 5)  # a short row is narrower
+    assert layout.cell_origin(0) == (5, 34)
+    assert layout.cell_origin(4) == (5 + 24 + 5, 34 + 56 + 5)
+
+
+def test_frames_and_images_are_drawn_in_their_cells(tmp_path):
+    layout = GridLayout(tile_size=(40, 20), columns=2, margin=6, frame=3, font_size=10)
+    tiles = [Tile(Image.new("RGB", (20, 40), BLUE), "#1", GREEN), Tile(Image.new("RGB", (20, 40), BLUE), "#2", RED),
+             Tile(Image.new("RGB", (20, 40), BLUE), "#3")]
+    picture = draw_grid("a query", tiles, layout)
+    assert picture.size == layout.canvas_size(3)
+    header = layout.margin + layout.header_lines * layout.line_height + layout.margin
+    cell_w, cell_h = 20 + 6, 40 + 6 + layout.line_height
+    for i, frame in enumerate([GREEN, RED, (255, 255, 255)]):
+        x, y = 6 + (i % 2) * (cell_w + 6), header + (i // 2) * (cell_h + 6)
+        assert picture.getpixel((x, y)) == frame  # outer corner of the frame
+        assert picture.getpixel((x + 2, y + 20)) == frame  # inside the 3-pixel border
+        assert picture.getpixel((x + 3 + 10, y + 3 + 20)) == BLUE  # the image fills the tile
+    path = save_png(picture, tmp_path / "sub" / "grid.png")
+    with Image.open(path) as saved:
+        assert saved.format == "PNG" and saved.size == picture.size
+
+
+def test_images_keep_their_aspect_ratio():
+    layout = GridLayout(tile_size=(40, 40), columns=1, margin=4, frame=0)
+    wide = Image.new("RGB", (80, 20), BLUE)  # fits as 40 x 10, centred vertically
+    picture = draw_grid("", [Tile(wide, "")], layout)
+    x, y = layout.cell_origin(0)
+    assert picture.getpixel((x + 20, y + 20)) == BLUE
+    assert picture.getpixel((x + 20, y + 5)) == (255, 255, 255)
+
+
+def test_wrap_text_fits_the_width_and_cuts_with_an_ellipsis():
+    font = load_font(12)
+    text = "a man with short black hair wears a red jacket, blue jeans and white sneakers " * 3
+    lines = wrap_text(text, font, 150, max_lines=3)
+    assert len(lines) == 3 and lines[-1].endswith(ELLIPSIS)
+    assert all(font.getlength(line) <= 150 for line in lines)
+    assert " ".join(lines).startswith("a man with short black hair")
+    assert wrap_text("first\nsecond", font, 500, max_lines=3) == ["first", "second"]

@@ -1,0 +1,173 @@
+"""Reading run folders: the config, the per-epoch metrics log and the test scores a training run left behind.
+
+A run folder is ``<output_dir>/<dataset_name>/<YYYYmmdd_HHMMSS>_<name>/`` with ``configs.yaml``,
+``metrics.jsonl`` (one JSON object per epoch), ``best.pth`` / ``last.pth`` and, after test.py,
+``test_results.json``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from model.build import build_retrieval_model, retrieval_state_dict
+from processor.evaluator import METRIC_KEYS
+from utils.checkpoint import load_checkpoint
+from utils.config import Config, load_config
+
+CONFIG_FILE = "configs.yaml"
+METRICS_FILE = "metrics.jsonl"
+TEST_RESULTS_FILE = "test_results.json"
+BEST_CHECKPOINT = "best.pth"
+# the timestamp prefix train.py gives every run folder
+_STAMP = re.compile(r"^\d{8}_\d{6}_")
+
+
+class RunError(ValueError):
+    """A run folder, or one of its files, that does not look like a training run of this project."""
+
+
+@dataclass(frozen=True)
+class RunScores:
+    """A run's test metrics (percent) and where they were read from."""
+
+    metrics: dict[str, float]
+    source: str  # 'test_results.json', or 'metrics.jsonl epoch N' when test.py has not been run
+
+
+def check_run_dir(run_dir: str | os.PathLike) -> Path:
+    """``run_dir`` as a Path, or a RunError saying what a run folder holds."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise RunError(f"{path}: not a folder (expected a run folder <output_dir>/<dataset>/<stamp>_<name>/)")
+    if not (path / CONFIG_FILE).is_file() and not (path / METRICS_FILE).is_file():
+        raise RunError(f"{path}: not a run folder (neither {CONFIG_FILE} nor {METRICS_FILE} is there)")
+    return path
+
+
+def run_config(run_dir: str | os.PathLike) -> Config:
+    """The resolved configuration the run was trained with."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise RunError(f"{path}: not found (every run folder holds the {CONFIG_FILE} train.py wrote)")
+    return load_config(path)
+
+
+def default_checkpoint(config_file: str | os.PathLike) -> Path:
+    """The run's best.pth, beside its configs.yaml."""
+    return Path(config_file).resolve().parent / BEST_CHECKPOINT
+
+
+def load_retrieval_model(cfg: Config, checkpoint: str | os.PathLike, device: torch.device) -> nn.Module:
+    """The inference model (CLIP backbone only, SPEC 6.5) with a training checkpoint's weights, in eval mode."""
+    state = load_checkpoint(checkpoint)
+    model = build_retrieval_model(cfg)
+    model.load_state_dict(retrieval_state_dict(state["model"]))
+    return model.to(device).eval()
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of ``metrics.jsonl``, one dict per epoch, in file order."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        raise RunError(f"{path}: not found (train.py writes it after the first epoch)")
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise RunError(f"{path}: line {number} is not valid JSON ({exc})") from exc
+        if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+            raise RunError(f"{path}: line {number} must be a JSON object with an integer 'epoch'")
+        rows.append(row)
+    return rows
+
+
+def _check_scores(scores: Any, where: str) -> dict[str, float]:
+    if not isinstance(scores, dict):
+        raise RunError(f"{where}: expected a JSON object with keys {list(METRIC_KEYS)}")
+    missing = [k for k in METRIC_KEYS if not isinstance(scores.get(k), (int, float))]
+    if missing:
+        raise RunError(f"{where}: missing or non-numeric {missing}; expected keys {list(METRIC_KEYS)}")
+    return {k: float(scores[k]) for k in METRIC_KEYS}
+
+
+def _split_scores(row: dict[str, Any], split: str) -> dict[str, Any] | None:
+    """The metrics of ``split`` in one metrics row: test scores are flat, other splits nested."""
+    if split == "test":
+        return row if METRIC_KEYS[0] in row else None
+    nested = row.get(split)
+    return nested if isinstance(nested, dict) and METRIC_KEYS[0] in nested else None
+
+
+def selected_epoch(rows: list[dict[str, Any]], select_on: str) -> dict[str, Any] | None:
+    """The row of the epoch best.pth holds: highest Rank-1 on ``select_on``, earliest on ties."""
+    scored = [row for row in rows if _split_scores(row, select_on) is not None]
+    if not scored:
+        return None
+    return max(scored, key=lambda row: (_split_scores(row, select_on)[METRIC_KEYS[0]], -row["epoch"]))
+
+
+def read_test_scores(run_dir: str | os.PathLike) -> RunScores:
+    """Test metrics from ``test_results.json``; without it, the test scores logged at the best.pth epoch."""
+    path = check_run_dir(run_dir)
+    results = path / TEST_RESULTS_FILE
+    if results.is_file():
+        try:
+            data = json.loads(results.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise RunError(f"{results}: not valid JSON ({exc})") from exc
+        return RunScores(_check_scores(data, str(results)), TEST_RESULTS_FILE)
+    select_on = run_config(path).select_on if (path / CONFIG_FILE).is_file() else "test"
+    row = selected_epoch(read_metrics(path), select_on)
+    if row is None or _split_scores(row, "test") is None:
+        raise RunError(f"{path}: no {TEST_RESULTS_FILE} and no evaluated test epoch in {METRICS_FILE}; "
+                       f"run test.py --config_file {path / CONFIG_FILE}")
+    return RunScores(_check_scores(row, f"{path / METRICS_FILE} epoch {row['epoch']}"),
+                      f"{METRICS_FILE} epoch {row['epoch']}")
+
+
+def run_label(run_dir: str | os.PathLike) -> str:
+    """The run's folder name without train.py's timestamp prefix (the config's ``name``)."""
+    name = Path(run_dir).resolve().name
+    return _STAMP.sub("", name) or name
+
+
+def unique_labels(run_dirs: list[Path]) -> list[str]:
+    """Short labels (``run_label``) when they tell the runs apart, else the full folder names."""
+    short = [run_label(d) for d in run_dirs]
+    if len(set(short)) == len(short):
+        return short
+    return [Path(d).resolve().name for d in run_dirs]
+
+
+def config_without_seed(cfg: Config) -> dict[str, Any]:
+    """The configuration minus ``seed``: equal for runs that differ only in their seed."""
+    data = cfg.to_dict()
+    data.pop("seed", None)
+    return data
+
+
+def seed_groups(run_dirs: list[Path]) -> list[list[int]]:
+    """Indices of the runs grouped by configuration-without-seed, in first-appearance order.
+
+    Runs whose folder lacks configs.yaml form groups of their own.
+    """
+    groups: list[tuple[dict[str, Any] | None, list[int]]] = []
+    for index, run_dir in enumerate(run_dirs):
+        key = config_without_seed(run_config(run_dir)) if (Path(run_dir) / CONFIG_FILE).is_file() else None
+        for group_key, members in groups:
+            if key is not None and group_key == key:
+                members.append(index)
+                break
+        else:
+            groups.append((key, [index]))
+    return [members for _, members in groups]
