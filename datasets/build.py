@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
@@ -37,6 +39,21 @@ class DataBundle:
     num_classes: int
     eval_sets: dict[str, EvalSet]
     train_sampler: Sampler
+    train_set: TrainDataset
+    generator: torch.Generator  # the training loader's: random order and worker seeds
+    seed: int
+    rank: int
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the epoch's order and sample randomness a function of (seed, rank, epoch) alone.
+
+        A run resumed after epoch e then sees exactly the batches of epoch e + 1 of an uninterrupted run.
+        """
+        epoch_seed = int(np.random.SeedSequence([self.seed, self.rank, epoch]).generate_state(1, np.uint64)[0] >> 1)
+        self.generator.manual_seed(epoch_seed)
+        self.train_set.reseed(epoch_seed)
+        if hasattr(self.train_sampler, "set_epoch"):
+            self.train_sampler.set_epoch(epoch)
 
 
 def _eval_loader(dataset, cfg: Config) -> DataLoader:
@@ -52,15 +69,21 @@ def build_eval_set(name: str, split: EvalSplit, cfg: Config, tokenizer: Tokenize
                    list(split.img_paths), list(split.captions))
 
 
-def build_eval_sets(data: BenchmarkData, cfg: Config, tokenizer: Tokenizer) -> dict[str, EvalSet]:
-    """One EvalSet per split of cfg.eval_splits that the benchmark has (others: a warning)."""
+def _eval_sets(data: BenchmarkData, cfg: Config, tokenizer: Tokenizer, splits: Sequence[str]) -> dict[str, EvalSet]:
+    """One EvalSet per split of ``splits`` that the benchmark has (others: a warning)."""
     sets = {}
-    for name in cfg.eval_splits:
+    for name in splits:
         if name not in data.eval_splits:
             logger.warning("%s has no %r split; skipping its evaluation", data.name, name)
             continue
         sets[name] = build_eval_set(name, data.eval_splits[name], cfg, tokenizer)
     return sets
+
+
+def build_eval_sets(cfg: Config, splits: Sequence[str] | None = None) -> dict[str, EvalSet]:
+    """Evaluation sets only (test.py, tools): ``splits`` defaults to cfg.eval_splits."""
+    data = read_benchmark(cfg.dataset_name, cfg.root_dir)
+    return _eval_sets(data, cfg, get_tokenizer(), cfg.eval_splits if splits is None else splits)
 
 
 def build_dataloaders(cfg: Config, world_size: int = 1, rank: int = 0) -> DataBundle:
@@ -76,4 +99,5 @@ def build_dataloaders(cfg: Config, world_size: int = 1, rank: int = 0) -> DataBu
                                   cfg.seed, generator, world_size, rank)
     train_loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
                               drop_last=True, generator=generator, worker_init_fn=seed_worker)
-    return DataBundle(train_loader, data.num_classes, build_eval_sets(data, cfg, tokenizer), sampler)
+    return DataBundle(train_loader, data.num_classes, _eval_sets(data, cfg, tokenizer, cfg.eval_splits), sampler,
+                      train_set, generator, cfg.seed, rank)

@@ -56,7 +56,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
             outputs = model(batch)
         loss = sum(v for k, v in outputs.items() if k.endswith("_loss"))
         if not torch.isfinite(loss):
-            parts = {k: float(v) for k, v in outputs.items() if k.endswith("_loss")}
+            parts = {k: float(v.detach()) for k, v in outputs.items() if k.endswith("_loss")}
             raise NonFiniteLossError(f"non-finite loss at epoch {epoch}, step {step}: {parts}")
         backward_step(loss, optimizer, scaler)
         steps += 1
@@ -135,8 +135,7 @@ def fit(cfg: Config, run_dir: Path, model: nn.Module, data, optimizer: torch.opt
     last_epoch = cfg.num_epoch if cfg.early_stop_epoch is None else min(cfg.num_epoch, cfg.early_stop_epoch)
     retrieval = _unwrap(model).backbone
     for epoch in range(state.epoch + 1, last_epoch + 1):
-        if hasattr(data.train_sampler, "set_epoch"):
-            data.train_sampler.set_epoch(epoch)
+        data.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
         start = time.time()
         stats = train_one_epoch(model, data.train_loader, optimizer, scaler, device, autocast_ctx, epoch,

@@ -1,0 +1,122 @@
+"""End to end on CPU: train.py and test.py on a tiny toy dataset, resume, AMP, and the loop's error handling."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import train as train_script
+from model.build import build_retrieval_model
+from processor.amp import autocast
+from processor.trainer import NonFiniteLossError, train_one_epoch
+from tests.tiny_run import DEMO, make_tiny_toy, tiny_args
+from utils.checkpoint import load_checkpoint
+from utils.config import CONFIG_DIR, ConfigError
+
+# test.py by path: the name 'test' is also a standard-library package
+_spec = importlib.util.spec_from_file_location("test_entry", CONFIG_DIR.parent / "test.py")
+test_script = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(test_script)
+
+
+@pytest.fixture(scope="module")
+def toy_root(tmp_path_factory) -> Path:
+    return make_tiny_toy(tmp_path_factory.mktemp("toy"))
+
+
+@pytest.mark.parametrize("losses", ["sdm+id", "sdm+id+mlm", "sdm+id+aqa", "sdm+id+mlm+aqa"])
+def test_train_then_test_each_recipe(toy_root: Path, tmp_path: Path, losses: str):
+    run_dir = train_script.main(tiny_args(toy_root, tmp_path, "--loss_names", losses))
+    assert run_dir.parent == tmp_path / "CUHK-PEDES" and run_dir.name.endswith("_demo_irra_sgiha")
+    for name in ("configs.yaml", "train.log", "metrics.jsonl", "best.pth", "last.pth"):
+        assert (run_dir / name).is_file(), name
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for name in losses.split("+"):
+        assert all(f"{name}_loss" in r for r in rows)
+    assert all({"R1", "R5", "R10", "mAP", "mINP", "lr"} <= set(r) and "R1" in r["val"] for r in rows)
+    best = max(rows, key=lambda r: (r["R1"], -r["epoch"]))
+    assert load_checkpoint(run_dir / "best.pth")["epoch"] == best["epoch"]
+
+    results = test_script.main(["--config_file", str(run_dir / "configs.yaml")])
+    saved = json.loads((run_dir / "test_results.json").read_text())
+    assert saved == pytest.approx(results)
+    assert results["R1"] == pytest.approx(best["R1"], abs=1e-6)  # test.py reproduces the training-time score
+    log = (run_dir / "train.log").read_text()
+    assert "chance Rank-1" in log and "test at the best-val epoch" in log
+
+
+def test_inference_model_has_backbone_parameters_only(toy_root: Path, tmp_path: Path):
+    run_dir = train_script.main(tiny_args(toy_root, tmp_path, "--num_epoch", "1"))
+    ckpt = load_checkpoint(run_dir / "last.pth")
+    backbone = {k: v for k, v in ckpt["model"].items() if k.startswith("backbone.")}
+    assert len(backbone) < len(ckpt["model"])  # the training model has heads
+    from utils.config import load_config
+    model = build_retrieval_model(load_config(run_dir / "configs.yaml"))
+    assert sum(p.numel() for p in model.parameters()) == sum(v.numel() for v in backbone.values())
+
+
+def test_resume_matches_uninterrupted_run(toy_root: Path, tmp_path: Path):
+    full = train_script.main(tiny_args(toy_root, tmp_path / "full"))
+    first = train_script.main(tiny_args(toy_root, tmp_path / "split", "--num_epoch", "2", "--early_stop_epoch", "1"))
+    resumed = train_script.main(["--resume", str(first / "last.pth"), "--early_stop_epoch", "null"])
+    assert resumed == first
+    a = load_checkpoint(full / "last.pth")
+    b = load_checkpoint(resumed / "last.pth")
+    assert a["epoch"] == b["epoch"] == 2
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    rows = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+
+
+def test_bf16_autocast_training_keeps_fp32_weights(toy_root: Path, tmp_path: Path):
+    run_dir = train_script.main(tiny_args(toy_root, tmp_path, "--num_epoch", "1", "--amp", "bf16",
+                                          "--eval_splits", "[test]"))
+    ckpt = load_checkpoint(run_dir / "last.pth")
+    assert all(v.dtype == torch.float32 for v in ckpt["model"].values() if v.is_floating_point())
+    row = json.loads((run_dir / "metrics.jsonl").read_text())
+    assert torch.isfinite(torch.tensor(row["loss"]))
+
+
+def test_missing_dataset_is_an_error_not_toy_data(tmp_path: Path):
+    args = tiny_args(tmp_path / "nothing_here", tmp_path / "out")
+    with pytest.raises(Exception) as info:
+        train_script.main(args)
+    assert "nothing_here" in str(info.value)
+    assert not (tmp_path / "nothing_here").exists()
+
+
+def test_bad_override_stops_before_training(tmp_path: Path):
+    with pytest.raises(ConfigError, match="unknown key 'sgiha.fliter'"):
+        train_script.main(["--config_file", DEMO, "--output_dir", str(tmp_path), "--sgiha.fliter", "res"])
+    assert not any(tmp_path.iterdir())
+
+
+class _NanAfter(nn.Module):
+    """Returns a finite loss, then nan from the given step on."""
+
+    def __init__(self, bad_step: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(1))
+        self.calls = 0
+        self.bad_step = bad_step
+
+    def forward(self, batch):
+        self.calls += 1
+        value = self.weight.sum() * (float("nan") if self.calls >= self.bad_step else 1.0)
+        return {"sdm_loss": value}
+
+
+def test_non_finite_loss_is_reported_with_its_step():
+    model = _NanAfter(bad_step=3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    loader = [{"x": torch.zeros(1)}] * 5
+    with pytest.raises(NonFiniteLossError, match="epoch 7, step 3"):
+        train_one_epoch(model, loader, optimizer, scaler, torch.device("cpu"),
+                        lambda: autocast(torch.device("cpu"), "none"), epoch=7, log_period=10, show_progress=False)

@@ -1,0 +1,25 @@
+"""Shared by the end-to-end tests: the demo config shrunk so that a whole run takes seconds."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from datasets.toy import make_toy_dataset
+from utils.config import CONFIG_DIR
+
+DEMO = str(CONFIG_DIR / "demo.yaml")
+
+
+def make_tiny_toy(root: Path) -> Path:
+    make_toy_dataset(root_dir=root, dataset_name="CUHK-PEDES", num_train_ids=16, num_val_ids=4, num_test_ids=6,
+                     images_per_id=2, image_size=[64, 32], seed=1)
+    return root
+
+
+def tiny_args(toy_root: Path, out: Path, *extra: str) -> list[str]:
+    return ["--config_file", DEMO, "--root_dir", str(toy_root), "--output_dir", str(out),
+            "--toy.generate_if_missing", "false", "--num_workers", "0", "--batch_size", "8",
+            "--test_batch_size", "16", "--img_size", "[32, 16]", "--text_length", "40", "--num_epoch", "2",
+            "--eval_period", "1", "--tensorboard", "false", "--warmup_epochs", "0", "--backbone.embed_dim", "32",
+            "--backbone.vision_width", "32", "--backbone.text_width", "32", "--backbone.vision_layers", "3",
+            "--backbone.text_layers", "3", "--backbone.vision_heads", "2", "--backbone.text_heads", "2",
+            "--mlm.heads", "2", "--sgiha.heads", "2", "--sgiha.layers", "[1, 2]", *extra]
