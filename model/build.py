@@ -1,0 +1,146 @@
+"""Model factories: the training model of a loss recipe (SPEC 5, 6) and the retrieval model (SPEC 6.5)."""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from model.clip import CLIP, EncoderOutput
+from model.irra import MLMHead, build_cross_attn, build_cross_modal_transformer, cross_former
+from model.objectives import compute_aqa, compute_id, compute_mlm, compute_sdm
+from model.pretrained import ARCHIVE_EXTRAS, apply_state_dict, pretrained_state_dict
+from model.sgiha import SGIHAHead
+
+BACKBONE_PREFIX = "backbone."
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # added by DistributedDataParallel / torch.compile
+
+
+def _accuracy(scores: Tensor, targets: Tensor) -> Tensor:
+    """Share of rows whose highest score is at the target, detached (a metric, not a loss)."""
+    return (scores.detach().argmax(dim=-1) == targets).float().mean()
+
+
+def _split(output: EncoderOutput, sizes: Sequence[int]) -> list[EncoderOutput]:
+    """Per-input views of one text-tower pass over concatenated inputs."""
+    feats, tokens = output.global_feat.split(sizes), output.tokens.split(sizes)
+    hidden = {k: v.split(sizes) for k, v in output.hidden.items()}
+    return [EncoderOutput(feats[i], tokens[i], {k: v[i] for k, v in hidden.items()}) for i in range(len(sizes))]
+
+
+class TrainingModel(nn.Module):
+    """CLIP backbone plus the heads of the configured losses; ``forward`` returns weighted losses and accuracies.
+
+    Top-level module names are fixed (the optimizer groups match them): ``backbone``, ``classifier``,
+    ``cross_attn``, ``cross_modal_transformer``, ``ln_pre_t``, ``ln_pre_i``, ``ln_post``, ``mlm_head``, ``sgiha``.
+    Only the modules of the configured losses are built.
+    """
+
+    def __init__(self, cfg, num_classes: int):
+        super().__init__()
+        self.losses = cfg.losses
+        self.loss_weights = {name: float(cfg.loss_weights[name]) for name in self.losses}
+        self.logit_scale = 1.0 / cfg.temperature  # SPEC 5: fixed, not learned
+        self.backbone = CLIP.from_config(cfg)
+        embed_dim = cfg.backbone.embed_dim
+        if "id" in self.losses:
+            self.classifier = nn.Linear(embed_dim, num_classes)
+            nn.init.normal_(self.classifier.weight, std=cfg.id_init_std)
+            nn.init.zeros_(self.classifier.bias)
+        if "mlm" in self.losses:
+            depth, heads = cfg.mlm.cmt_depth, cfg.mlm.heads
+            self.cross_attn = build_cross_attn(embed_dim, heads, depth)
+            self.cross_modal_transformer = build_cross_modal_transformer(embed_dim, depth, heads)
+            self.ln_pre_t = nn.LayerNorm(embed_dim)
+            self.ln_pre_i = nn.LayerNorm(embed_dim)
+            self.ln_post = nn.LayerNorm(embed_dim)
+            self.mlm_head = MLMHead(embed_dim, cfg.backbone.vocab_size, depth)
+        if "aqa" in self.losses:
+            self.sgiha = SGIHAHead(cfg)
+            self.detach_hidden = cfg.sgiha.detach_hidden
+            self.aqa_temperature = cfg.sgiha.temperature
+
+    def forward(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        taps = self.sgiha.layers if "aqa" in self.losses else ()
+        image = self.backbone.image_features(batch["images"], taps)  # the step's only image pass
+        names = ["caption_ids"]
+        if "mlm" in self.losses:
+            names.append("mlm_ids")
+        if "aqa" in self.losses:
+            names += ["question_ids", "answer_ids"]
+        # One text-tower pass over every text input: larger matrix products, one kernel sequence.
+        texts = dict(zip(names, _split(self.backbone.text_features(torch.cat([batch[n] for n in names]), taps),
+                                       [batch[n].shape[0] for n in names])))
+        caption = texts["caption_ids"].global_feat
+        pids = batch["pids"]
+        out: dict[str, Tensor] = {}
+        if "sdm" in self.losses:
+            out["sdm_loss"] = compute_sdm(image.global_feat, caption, pids, self.logit_scale)
+        if "id" in self.losses:
+            image_logits, text_logits = self.classifier(image.global_feat), self.classifier(caption)
+            out["id_loss"] = compute_id(image_logits, text_logits, pids)
+            out["img_acc"], out["txt_acc"] = _accuracy(image_logits, pids), _accuracy(text_logits, pids)
+        if "mlm" in self.losses:
+            out["mlm_loss"], out["mlm_acc"] = self._mlm(texts["mlm_ids"].tokens, image.tokens, batch["mlm_labels"])
+        if "aqa" in self.losses:
+            out["aqa_loss"], out["aqa_acc"] = self._aqa(image, texts["question_ids"].hidden,
+                                                        texts["answer_ids"].global_feat, batch["question_mask"])
+        for name in self.losses:
+            out[f"{name}_loss"] = out[f"{name}_loss"] * self.loss_weights[name]
+        return out
+
+    def _mlm(self, text_tokens: Tensor, image_tokens: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """IRRA's masked-token prediction (SPEC 5); the vocabulary head sees only the masked positions."""
+        x = cross_former(self.cross_attn, self.cross_modal_transformer, self.ln_pre_t(text_tokens),
+                         self.ln_pre_i(image_tokens))
+        masked = labels != 0
+        scores = self.mlm_head(self.ln_post(x[masked]))
+        targets = labels[masked]
+        return compute_mlm(scores, targets), _accuracy(scores, targets)
+
+    def _aqa(self, image: EncoderOutput, question_hidden: dict[int, Tensor], answer: Tensor,
+             question_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """SG-IHA's attribute question answering loss (SPEC 6.2-6.4) and answer->bridge batch accuracy."""
+        visual_hidden = image.hidden
+        if self.detach_hidden:  # SPEC 6.2: the release's behaviour, no AQA gradient into the tapped layers
+            visual_hidden = {k: v.detach() for k, v in visual_hidden.items()}
+            question_hidden = {k: v.detach() for k, v in question_hidden.items()}
+        bridge = self.sgiha(image.global_feat, visual_hidden, question_hidden, question_mask)
+        scores = nn.functional.normalize(answer.float(), dim=-1) @ nn.functional.normalize(bridge.float(), dim=-1).t()
+        targets = torch.arange(scores.shape[0], device=scores.device)
+        return compute_aqa(answer, bridge, self.aqa_temperature), _accuracy(scores, targets)
+
+
+def build_model(cfg, num_classes: int) -> TrainingModel:
+    """The training model of ``cfg.loss_names``, with OpenAI weights unless ``pretrain_choice`` is none."""
+    if cfg.pretrain_choice == "none":
+        return TrainingModel(cfg, num_classes)
+    # Weights first: a missing file fails before the model is allocated.
+    state = pretrained_state_dict(cfg.pretrain_choice, cfg.pretrain_path)
+    model = TrainingModel(cfg, num_classes)
+    source = f"pretrain_path {cfg.pretrain_path}" if cfg.pretrain_path else f"pretrain_choice {cfg.pretrain_choice}"
+    apply_state_dict(model.backbone, state, source, cfg.backbone.pretrain_grid)
+    return model
+
+
+def build_retrieval_model(cfg) -> CLIP:
+    """The evaluation model (SPEC 6.5): the backbone alone, randomly initialised, to receive trained weights."""
+    return CLIP.from_config(cfg)
+
+
+def _strip_wrappers(key: str) -> str:
+    while key.startswith(WRAPPER_PREFIXES):
+        key = key.split(".", 1)[1]
+    return key
+
+
+def retrieval_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The backbone's entries of a training model's state dict (``backbone.*``) or of an OpenAI-layout dict."""
+    state = {_strip_wrappers(k): v for k, v in state_dict.items()}
+    if any(k.startswith(BACKBONE_PREFIX) for k in state):
+        state = {k[len(BACKBONE_PREFIX):]: v for k, v in state.items() if k.startswith(BACKBONE_PREFIX)}
+    state = {k: v for k, v in state.items() if k not in ARCHIVE_EXTRAS}
+    if "visual.conv1.weight" not in state:
+        raise ValueError("expected a training model's state dict (keys 'backbone.visual...') or an OpenAI CLIP "
+                         f"state dict (key 'visual.conv1.weight'); got keys like {list(state_dict)[:5]}")
+    return state
