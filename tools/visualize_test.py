@@ -23,8 +23,7 @@ from PIL import Image  # noqa: E402
 from prettytable import PrettyTable  # noqa: E402
 from torch import nn  # noqa: E402
 
-from datasets.bases import read_benchmark  # noqa: E402
-from datasets.build import EvalSet, build_eval_set  # noqa: E402
+from datasets.build import EvalSet, build_eval_sets  # noqa: E402
 from datasets.train_dataset import load_image  # noqa: E402
 from processor.amp import autocast, resolve_amp, resolve_device  # noqa: E402
 from processor.evaluator import encode_loader  # noqa: E402
@@ -32,7 +31,6 @@ from tools.search import encode_queries, rank  # noqa: E402
 from utils.config import Config, load_config  # noqa: E402
 from utils.logger import setup_logger  # noqa: E402
 from utils.runs import default_checkpoint, load_retrieval_model  # noqa: E402
-from utils.tokenizer import get_tokenizer  # noqa: E402
 from utils.visualize import Color, GridLayout, Tile, draw_grid, save_png  # noqa: E402
 
 logger = logging.getLogger("sgiha.visualize_test")
@@ -72,10 +70,10 @@ def first_hit_rank(scores: torch.Tensor, g_pids: torch.Tensor, pid: int) -> int 
 
 def load_test_split(cfg: Config) -> EvalSet:
     """The benchmark's test split as an EvalSet (loaders over its images and captions)."""
-    data = read_benchmark(cfg.dataset_name, cfg.root_dir)
-    if "test" not in data.eval_splits:
+    sets = build_eval_sets(cfg, splits=("test",))
+    if "test" not in sets:
         raise ValueError(f"{cfg.dataset_name} under {cfg.root_dir}: no record has split 'test'")
-    return build_eval_set("test", data.eval_splits["test"], cfg, get_tokenizer())
+    return sets["test"]
 
 
 def retrieve(model: nn.Module, eval_set: EvalSet, query_indices: Sequence[int], topk: int, cfg: Config,
