@@ -8,11 +8,13 @@ from torch import Tensor, nn
 
 from model.clip import CLIP, EncoderOutput
 from model.irra import MLMHead, build_cross_attn, build_cross_modal_transformer, cross_former
-from model.objectives import compute_aqa, compute_id, compute_mlm, compute_sdm
+from model.objectives import compute_aqa, compute_id, compute_mlm, compute_sdm, cosine_matrix
 from model.pretrained import ARCHIVE_EXTRAS, apply_state_dict, pretrained_state_dict
 from model.sgiha import SGIHAHead
 
 BACKBONE_PREFIX = "backbone."
+# Batch entries each loss reads, besides images, caption_ids and pids.
+LOSS_INPUTS = {"mlm": ("mlm_ids", "mlm_labels"), "aqa": ("question_ids", "question_mask", "answer_ids")}
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # added by DistributedDataParallel / torch.compile
 
 
@@ -42,6 +44,8 @@ class TrainingModel(nn.Module):
         self.loss_weights = {name: float(cfg.loss_weights[name]) for name in self.losses}
         self.logit_scale = 1.0 / cfg.temperature  # SPEC 5: fixed, not learned
         self.backbone = CLIP.from_config(cfg)
+        # CLIP's learned scale is unused here: frozen, so it never counts as an unused trainable (e.g. for DDP).
+        self.backbone.logit_scale.requires_grad_(False)
         embed_dim = cfg.backbone.embed_dim
         if "id" in self.losses:
             self.classifier = nn.Linear(embed_dim, num_classes)
@@ -60,14 +64,25 @@ class TrainingModel(nn.Module):
             self.detach_hidden = cfg.sgiha.detach_hidden
             self.aqa_temperature = cfg.sgiha.temperature
 
+    def _check_batch(self, batch: Mapping[str, Tensor], text_keys: Sequence[str]) -> None:
+        """Clear errors for a batch that lacks what the configured losses read."""
+        for name in self.losses:
+            missing = [k for k in ("images", "caption_ids", "pids") + LOSS_INPUTS.get(name, ()) if k not in batch]
+            if missing:
+                raise KeyError(f"loss '{name}' needs batch entries {missing}; the batch has {sorted(batch)}")
+        lengths = {k: batch[k].shape[1] for k in text_keys}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"token sequences must share one length (text_length); got {lengths}")
+
     def forward(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        taps = self.sgiha.layers if "aqa" in self.losses else ()
-        image = self.backbone.image_features(batch["images"], taps)  # the step's only image pass
         names = ["caption_ids"]
         if "mlm" in self.losses:
             names.append("mlm_ids")
         if "aqa" in self.losses:
             names += ["question_ids", "answer_ids"]
+        self._check_batch(batch, names)
+        taps = self.sgiha.layers if "aqa" in self.losses else ()
+        image = self.backbone.image_features(batch["images"], taps)  # the step's only image pass
         # One text-tower pass over every text input: larger matrix products, one kernel sequence.
         texts = dict(zip(names, _split(self.backbone.text_features(torch.cat([batch[n] for n in names]), taps),
                                        [batch[n].shape[0] for n in names])))
@@ -106,7 +121,7 @@ class TrainingModel(nn.Module):
             visual_hidden = {k: v.detach() for k, v in visual_hidden.items()}
             question_hidden = {k: v.detach() for k, v in question_hidden.items()}
         bridge = self.sgiha(image.global_feat, visual_hidden, question_hidden, question_mask)
-        scores = nn.functional.normalize(answer.float(), dim=-1) @ nn.functional.normalize(bridge.float(), dim=-1).t()
+        scores = cosine_matrix(answer, bridge)
         targets = torch.arange(scores.shape[0], device=scores.device)
         return compute_aqa(answer, bridge, self.aqa_temperature), _accuracy(scores, targets)
 

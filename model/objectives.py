@@ -9,12 +9,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def cosine_matrix(queries: Tensor, keys: Tensor) -> Tensor:
+    """[Nq, Nk] cosine similarities, in float32."""
+    return F.normalize(queries.float(), dim=-1) @ F.normalize(keys.float(), dim=-1).t()
+
+
 def compute_sdm(image_feats: Tensor, text_feats: Tensor, pids: Tensor, logit_scale: float,
                 epsilon: float = 1e-8) -> Tensor:
     """Similarity distribution matching: KL(softmax(scaled cosine) || identity-label distribution), both ways."""
-    image = F.normalize(image_feats.float(), dim=-1)
-    text = F.normalize(text_feats.float(), dim=-1)
-    t2i = logit_scale * text @ image.t()
+    t2i = logit_scale * cosine_matrix(text_feats, image_feats)
     same_id = (pids.view(-1, 1) == pids.view(1, -1)).float()
     # Row i of either direction is matched against the samples that share sample i's identity.
     log_target = torch.log(same_id / same_id.sum(dim=1, keepdim=True) + epsilon)
@@ -41,8 +44,6 @@ def compute_mlm(scores: Tensor, labels: Tensor) -> Tensor:
 
 def compute_aqa(answer_feats: Tensor, bridge_feats: Tensor, temperature: float) -> Tensor:
     """Symmetric InfoNCE between answer features and SG-IHA outputs, cosine / temperature (SPEC 6.4)."""
-    answer = F.normalize(answer_feats.float(), dim=-1)
-    bridge = F.normalize(bridge_feats.float(), dim=-1)
-    scores = answer @ bridge.t() / temperature
+    scores = cosine_matrix(answer_feats, bridge_feats) / temperature
     targets = torch.arange(scores.shape[0], device=scores.device)
     return F.cross_entropy(scores, targets) + F.cross_entropy(scores.t(), targets)

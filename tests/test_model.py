@@ -75,8 +75,9 @@ def test_recipe_builds_only_its_modules_and_returns_its_outputs(recipe):
         assert value.dim() == 0 and torch.isfinite(value), key
         assert value.requires_grad == key.endswith("_loss"), key
     sum(v for k, v in out.items() if k.endswith("_loss")).backward()
-    unused = [n for n, p in model.named_parameters() if p.grad is None and n != "backbone.logit_scale"]
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not unused, f"parameters built but not used by {recipe}: {unused[:5]}"
+    assert not model.backbone.logit_scale.requires_grad  # SPEC 5: the scale is fixed
 
 
 def test_loss_weights_scale_each_loss():
@@ -172,6 +173,19 @@ def test_mismatched_image_size_is_a_clear_error():
     batch = tiny_batch(tiny_cfg())
     batch["images"] = torch.zeros(4, 3, 40, 16)
     with pytest.raises(ValueError, match="img_size"):
+        model(batch)
+
+
+def test_batch_without_a_loss_input_is_a_clear_error():
+    cfg = tiny_cfg()
+    model = TrainingModel(cfg, NUM_CLASSES)
+    batch = tiny_batch(cfg)
+    del batch["question_mask"]
+    with pytest.raises(KeyError, match="'aqa' needs batch entries \\['question_mask'\\]"):
+        model(batch)
+    batch = tiny_batch(cfg)
+    batch["answer_ids"] = batch["answer_ids"][:, :5]
+    with pytest.raises(ValueError, match="one length"):
         model(batch)
 
 
