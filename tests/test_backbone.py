@@ -14,9 +14,9 @@ from tests.test_model import tiny_batch, tiny_cfg
 from utils.config import load_config
 
 
-def test_same_weights_give_the_clip_package_vit_b16_features():
+def test_same_weights_give_the_clip_package_vit_b16_features(caplog):
     torch.manual_seed(0)
-    logging.getLogger().setLevel(logging.ERROR)  # open_clip warns that pretrained=None means random weights
+    caplog.set_level(logging.ERROR)  # open_clip warns that pretrained=None means random weights
     reference = open_clip.create_model("ViT-B-16-quickgelu", pretrained=None).eval()
     cfg = load_config(None, {"img_size": [224, 224], "pretrain_choice": "none"})
     model = CLIP.from_config(cfg).eval()
