@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from utils.metrics import retrieval_metrics  # noqa: E402
+from utils.metrics import REPORTED_RANKS, retrieval_metrics  # noqa: E402
 
 # name: (test queries = captions, gallery images, identities), SPEC 2.
 SIZES = {
@@ -78,7 +78,7 @@ def usual_metrics(similarity: Tensor, q_pids: Tensor, g_pids: Tensor, max_rank: 
     ap = (precision * matches).sum(1) / num_rel
     last = similarity.shape[1] - matches.flip(1).int().argmax(1)
     inp = num_rel / last
-    result = {f"R{k}": float(cmc[k - 1]) for k in (1, 5, 10) if k <= max_rank}
+    result = {f"R{k}": float(cmc[k - 1]) for k in REPORTED_RANKS if k <= max_rank}
     result.update(mAP=float(ap.double().mean() * 100), mINP=float(inp.double().mean() * 100))
     return result
 
