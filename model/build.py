@@ -81,11 +81,10 @@ class TrainingModel(nn.Module):
         if "aqa" in self.losses:
             names += ["question_ids", "answer_ids"]
         self._check_batch(batch, names)
+        lengths = self._kept_lengths(batch)  # before the image pass: its one host sync then waits for nothing
         taps = self.sgiha.layers if "aqa" in self.losses else ()
         image = self.backbone.image_features(batch["images"], taps)  # the step's only image pass
-        # One text-tower pass over every text input: larger matrix products, one kernel sequence.
-        texts = dict(zip(names, _split(self.backbone.text_features(torch.cat([batch[n] for n in names]), taps),
-                                       [batch[n].shape[0] for n in names])))
+        texts = self._encode_texts(batch, lengths, taps)
         caption = texts["caption_ids"].global_feat
         pids = batch["pids"]
         out: dict[str, Tensor] = {}
@@ -98,11 +97,49 @@ class TrainingModel(nn.Module):
         if "mlm" in self.losses:
             out["mlm_loss"], out["mlm_acc"] = self._mlm(texts["mlm_ids"].tokens, image.tokens, batch["mlm_labels"])
         if "aqa" in self.losses:
+            question_mask = batch["question_mask"][:, :texts["question_ids"].tokens.shape[1]]
             out["aqa_loss"], out["aqa_acc"] = self._aqa(image, texts["question_ids"].hidden,
-                                                        texts["answer_ids"].global_feat, batch["question_mask"])
+                                                        texts["answer_ids"].global_feat, question_mask)
         for name in self.losses:
             out[f"{name}_loss"] = out[f"{name}_loss"] * self.loss_weights[name]
         return out
+
+    def _text_passes(self) -> list[tuple[str, ...]]:
+        """Text inputs encoded together: captions with questions (equal lengths: a question replaces a phrase by
+        as many masks as it has tokens, SPEC 6.1), MLM inputs, answers (a few tokens)."""
+        passes = [("caption_ids", "question_ids") if "aqa" in self.losses else ("caption_ids",)]
+        if "mlm" in self.losses:
+            passes.append(("mlm_ids",))
+        if "aqa" in self.losses:
+            passes.append(("answer_ids",))
+        return passes
+
+    def _kept_lengths(self, batch: Mapping[str, Tensor]) -> dict[str, int]:
+        """Per caption, question and answer input, the positions its pass must keep for exact results.
+
+        The text tower is causal (SPEC 3), so positions up to the last EOT (largest id) do not depend on the
+        padding after it; SG-IHA reads questions up to their last attended position (padded keys are masked
+        and only position 0 is read out, SPEC 6.3). MLM inputs keep every position: the cross-modal
+        transformer attends to the padding too (SPEC 5).
+        """
+        names = ["caption_ids", "question_ids", "answer_ids"] if "aqa" in self.losses else ["caption_ids"]
+        ends = [batch[name].argmax(dim=1) for name in names]  # EOT: the largest id (SPEC 3)
+        if "aqa" in self.losses:
+            mask = batch["question_mask"].bool()
+            positions = torch.arange(mask.shape[1], device=mask.device)
+            ends[1] = torch.maximum(ends[1], (positions * mask).amax(dim=1))
+        return dict(zip(names, (torch.stack([end.max() for end in ends]) + 1).tolist()))  # one host sync
+
+    def _encode_texts(self, batch: Mapping[str, Tensor], lengths: Mapping[str, int],
+                      taps: Sequence[int]) -> dict[str, EncoderOutput]:
+        """Text-tower passes over the kept prefixes (larger matrix products for inputs encoded together)."""
+        texts: dict[str, EncoderOutput] = {}
+        for names in self._text_passes():
+            length = max(lengths.get(n, batch[n].shape[1]) for n in names)  # MLM: full length
+            ids = torch.cat([batch[n][:, :length] for n in names])
+            output = self.backbone.text_features(ids, taps if "question_ids" in names else ())
+            texts.update(zip(names, _split(output, [batch[n].shape[0] for n in names])))
+        return texts
 
     def _mlm(self, text_tokens: Tensor, image_tokens: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """IRRA's masked-token prediction (SPEC 5); the vocabulary head sees only the masked positions."""
