@@ -59,7 +59,7 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     groups = build_param_groups(cfg, model)
     if cfg.optimizer in ("Adam", "AdamW"):
         cls = torch.optim.Adam if cfg.optimizer == "Adam" else torch.optim.AdamW
-        return cls(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps)
+        return cls(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps, fused=cfg.fused_optimizer)
     if cfg.optimizer == "SGD":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     raise ValueError(f"optimizer = {cfg.optimizer!r} is not valid; choose one of {list(OPTIMIZERS)}")
