@@ -57,7 +57,8 @@ class DataBundle:
 
 
 def _eval_loader(dataset, cfg: Config) -> DataLoader:
-    return DataLoader(dataset, batch_size=cfg.test_batch_size, shuffle=False, num_workers=cfg.num_workers)
+    return DataLoader(dataset, batch_size=cfg.test_batch_size, shuffle=False, num_workers=cfg.num_workers,
+                      pin_memory=torch.cuda.is_available())
 
 
 def build_eval_set(name: str, split: EvalSplit, cfg: Config, tokenizer: Tokenizer) -> EvalSet:
@@ -97,7 +98,10 @@ def build_dataloaders(cfg: Config, world_size: int = 1, rank: int = 0) -> DataBu
     generator = torch.Generator().manual_seed(rank_seed)
     sampler = build_train_sampler(cfg.sampler, [s.pid for s in data.train], cfg.batch_size, cfg.num_instance,
                                   cfg.seed, generator, world_size, rank)
+    # Workers are not persistent: each epoch starts them anew from the re-seeded generator (DataBundle.set_epoch),
+    # which is what makes a resumed run repeat an uninterrupted one exactly.
     train_loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
+                              pin_memory=torch.cuda.is_available(),
                               drop_last=True, generator=generator, worker_init_fn=seed_worker)
     return DataBundle(train_loader, data.num_classes, _eval_sets(data, cfg, tokenizer, cfg.eval_splits), sampler,
                       train_set, generator, cfg.seed, rank)
