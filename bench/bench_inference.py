@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.report import publish  # noqa: E402
 from bench.bench_train import (NUM_CLASSES, RECIPES, SEED, TINY_NUM_CLASSES, bench_config,  # noqa: E402
                                machine_line, synthetic_batch)
 from model.build import build_model, build_retrieval_model, retrieval_state_dict  # noqa: E402
@@ -147,11 +148,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     device = resolve_device(args.device)
     load_before = os.getloadavg()[0]
     rows = measure(args)
-    table = format_table(rows, args, machine_line(device, load_before, os.getloadavg()[0]))
-    print(table)
-    if args.out:
-        args.out.write_text(table, encoding="utf-8")
-    return table
+    return publish(format_table(rows, args, machine_line(device, load_before, os.getloadavg()[0])), args.out)
 
 
 if __name__ == "__main__":

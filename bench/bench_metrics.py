@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.report import publish  # noqa: E402
 from utils.metrics import REPORTED_RANKS, retrieval_metrics  # noqa: E402
 
 # name: (test queries = captions, gallery images, identities), SPEC 2.
@@ -192,11 +193,7 @@ def main(argv: list[str] | None = None) -> str:
         raise SystemExit("--device cuda: no CUDA device is available")
     device = torch.device(args.device)
     pinned = device.type == "cuda" or pin_mmap_threshold()
-    table = markdown([bench_one(key, device, args.tiny) for key in args.sizes], device, pinned)
-    print(table)
-    if args.out:
-        args.out.write_text(table, encoding="utf-8")
-    return table
+    return publish(markdown([bench_one(key, device, args.tiny) for key in args.sizes], device, pinned), args.out)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.report import publish  # noqa: E402
 from datasets.mlm import FIRST_WORD_ID, mask_tokens  # noqa: E402
 from model.build import build_model  # noqa: E402
 from processor.amp import autocast, backward_step, build_grad_scaler, resolve_device  # noqa: E402
@@ -283,11 +284,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     for recipe in args.recipes:
         results.append(run_in_subprocess(recipe, args))
         print(f"{recipe}: {results[-1]['s_per_step']:.3f} s/step", file=sys.stderr, flush=True)
-    table = format_table(results, args, machine_line(device, load_before, os.getloadavg()[0]))
-    print(table)
-    if args.out:
-        args.out.write_text(table, encoding="utf-8")
-    return table
+    return publish(format_table(results, args, machine_line(device, load_before, os.getloadavg()[0])), args.out)
 
 
 if __name__ == "__main__":

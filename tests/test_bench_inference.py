@@ -4,20 +4,16 @@ import torch
 from bench import bench_inference, bench_train
 from model.build import build_model, build_retrieval_model
 from processor.amp import resolve_device
+from tests.markdown_table import table_rows
 
 TINY_ARGS = ["--tiny", "--batch_size", "4", "--batches", "1", "--device", "cpu"]
-
-
-def table_rows(table: str) -> dict[str, list[str]]:
-    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| trained")]
-    return {cells[0]: cells for cells in ([c.strip() for c in r.split("|")[1:-1]] for r in rows)}
 
 
 def test_tiny_run_shows_one_retrieval_model(tmp_path):
     out = tmp_path / "inference.md"
     table = bench_inference.main(TINY_ARGS + ["--recipes", "clip_finetune", "irra_sgiha", "--out", str(out)])
     assert out.read_text(encoding="utf-8") == table
-    rows = table_rows(table)
+    rows = table_rows(table, "trained")
     assert list(rows) == ["clip_finetune", "irra_sgiha"]
     cfg = bench_train.bench_config("irra_sgiha", 4, "none", False, tiny=True)
     backbone = sum(p.numel() for p in build_retrieval_model(cfg).parameters())

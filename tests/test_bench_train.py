@@ -5,6 +5,7 @@ import torch
 
 from bench import bench_train
 from utils.tokenizer import get_tokenizer
+from tests.markdown_table import table_rows
 
 TINY_ARGS = ["--tiny", "--steps", "2", "--warmup", "1", "--batch_size", "4"]
 HALF_MS = 0.0005  # rounding error of a time printed with 3 decimals
@@ -96,16 +97,11 @@ def test_parameter_counts_match_hand_counts():
         assert result["peak_bytes"] > 0 and result["process_peak_bytes"] >= result["peak_bytes"]
 
 
-def table_rows(table: str) -> dict[str, list[str]]:
-    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| recipe")]
-    return {cells[0]: cells for cells in ([c.strip() for c in r.split("|")[1:-1]] for r in rows)}
-
-
 def test_tiny_run_in_subprocesses_writes_a_consistent_table(tmp_path):
     out = tmp_path / "train.md"
     table = bench_train.main(TINY_ARGS + ["--recipes", "irra", "irra_sgiha", "--out", str(out)])
     assert out.read_text(encoding="utf-8") == table
-    rows = table_rows(table)
+    rows = table_rows(table, "recipe")
     assert list(rows) == ["irra", "irra_sgiha"]
     for cells in rows.values():
         s_per_step, samples_per_s = float(cells[3]), float(cells[5])
