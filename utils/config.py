@@ -7,6 +7,7 @@ values are parsed as YAML (``--img_size "[256, 128]"``). Unknown keys and bad va
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 from pathlib import Path
@@ -117,10 +118,8 @@ def _check_type(key: str, value: Any, default: Any, source: str) -> Any:
         return value
     if isinstance(default, (int, float)):
         if isinstance(value, str):  # YAML 1.1 reads '2e-5' (no dot) as a string
-            try:
+            with contextlib.suppress(ValueError):
                 value = float(value)
-            except ValueError:
-                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{source}: {key} = {value!r} must be a number")
         return float(value) if isinstance(default, float) else value
