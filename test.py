@@ -16,6 +16,7 @@ from model.build import build_retrieval_model, retrieval_state_dict
 from processor.amp import autocast, resolve_amp, resolve_device
 from processor.evaluator import evaluate, format_table
 from utils.checkpoint import load_checkpoint
+from utils.cli import run_cli
 from utils.config import load_config
 from utils.io import atomic_write_text
 from utils.logger import setup_logger
@@ -56,4 +57,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

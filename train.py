@@ -5,7 +5,9 @@ Multi-GPU: ``torchrun --nproc_per_node N train.py --config_file ...``. Resume: `
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -22,6 +24,7 @@ from processor.evaluator import chance_rank1
 from processor.trainer import TrainState, fit
 from solver import build_lr_scheduler, build_optimizer
 from utils.checkpoint import load_checkpoint
+from utils.cli import run_cli
 from utils.config import Config, load_config, save_config
 from utils.distributed import cleanup_distributed, init_distributed
 from utils.logger import setup_logger
@@ -41,8 +44,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
 
 
 def make_run_dir(cfg: Config) -> Path:
-    stamp = time.strftime("%Y%m%d_%H%M%S")
-    return Path(cfg.output_dir) / cfg.dataset_name / f"{stamp}_{cfg.name}"
+    """A new folder name: <output_dir>/<dataset_name>/<YYYYmmdd_HHMMSS>_<name>[_N] (N when the second is taken)."""
+    base = Path(cfg.output_dir) / cfg.dataset_name / f"{time.strftime('%Y%m%d_%H%M%S')}_{cfg.name}"
+    run_dir, n = base, 1
+    while run_dir.exists():
+        run_dir, n = base.with_name(f"{base.name}_{n}"), n + 1
+    return run_dir
 
 
 def prepare_toy_dataset(cfg: Config) -> None:
@@ -64,6 +71,37 @@ def _tensorboard_writer(run_dir: Path, enabled: bool):
         logger.info("tensorboard is not installed: scalars go to metrics.jsonl only")
         return None
     return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+
+def build_training(cfg: Config, resume: str | None, device: torch.device, amp: str, world_size: int,
+                   rank: int) -> tuple:
+    """Data, model, optimizer, scheduler, grad scaler and the (possibly resumed) train state."""
+    if rank == 0:
+        prepare_toy_dataset(cfg)
+    if world_size > 1:
+        torch.distributed.barrier()
+    data = build_dataloaders(cfg, world_size=world_size, rank=rank)
+    logger.info("batch %d per process, global batch %d", cfg.batch_size, cfg.batch_size * world_size)
+    for name, eval_set in data.eval_sets.items():
+        logger.info("%s split: %d queries x %d gallery images, chance Rank-1 %.2f%%", name, len(eval_set.q_pids),
+                    len(eval_set.g_pids), chance_rank1(eval_set.q_pids, eval_set.g_pids))
+
+    model = build_model(cfg, data.num_classes).to(device)
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_lr_scheduler(cfg, optimizer)
+    scaler = build_grad_scaler(device, amp)
+    state = TrainState()
+    if resume:
+        ckpt = load_checkpoint(resume)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        state = TrainState(ckpt["epoch"], ckpt["best_epoch"], ckpt["best_score"], ckpt["history"])
+        set_rng_states(ckpt["rng"])
+        logger.info("resumed from %s after epoch %d", resume, state.epoch)
+    logger.info("trainable parameters: %.2fM", sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6)
+    return data, model, optimizer, scheduler, scaler, state
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
@@ -90,31 +128,17 @@ def main(argv: Sequence[str] | None = None) -> Path:
         save_config(cfg, run_dir / "configs.yaml")
     set_seed(cfg.seed)
 
-    if is_main:
-        prepare_toy_dataset(cfg)
-    if world_size > 1:
-        torch.distributed.barrier()
-    data = build_dataloaders(cfg, world_size=world_size, rank=rank)
-    logger.info("batch %d per process, global batch %d", cfg.batch_size, cfg.batch_size * world_size)
-    for name, eval_set in data.eval_sets.items():
-        logger.info("%s split: %d queries x %d gallery images, chance Rank-1 %.2f%%", name, len(eval_set.q_pids),
-                    len(eval_set.g_pids), chance_rank1(eval_set.q_pids, eval_set.g_pids))
-
-    model = build_model(cfg, data.num_classes).to(device)
-    optimizer = build_optimizer(cfg, model)
-    scheduler = build_lr_scheduler(cfg, optimizer)
-    scaler = build_grad_scaler(device, amp)
-    state = TrainState()
-    if args.resume:
-        ckpt = load_checkpoint(args.resume)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        state = TrainState(ckpt["epoch"], ckpt["best_epoch"], ckpt["best_score"], ckpt["history"])
-        set_rng_states(ckpt["rng"])
-        logger.info("resumed from %s after epoch %d", args.resume, state.epoch)
-    logger.info("trainable parameters: %.2fM", sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6)
+    try:
+        data, model, optimizer, scheduler, scaler, state = build_training(cfg, args.resume, device, amp, world_size,
+                                                                          rank)
+    except Exception:
+        if is_main and not args.resume:  # a run that never started leaves no folder behind
+            setup_logger(None, rank)
+            shutil.rmtree(run_dir, ignore_errors=True)
+            with contextlib.suppress(OSError):  # and no empty <dataset_name>/ folder either
+                run_dir.parent.rmdir()
+        cleanup_distributed()
+        raise
 
     train_model = model
     if world_size > 1:
@@ -133,4 +157,4 @@ def main(argv: Sequence[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -89,6 +91,16 @@ def test_missing_dataset_is_an_error_not_toy_data(tmp_path: Path):
         train_script.main(args)
     assert "nothing_here" in str(info.value)
     assert not (tmp_path / "nothing_here").exists()
+    assert not any((tmp_path / "out").rglob("*.yaml"))  # the run that never started left no folder
+
+
+def test_cli_reports_user_errors_in_one_line(tmp_path: Path):
+    result = subprocess.run([sys.executable, str(CONFIG_DIR.parent / "train.py"), "--config_file", DEMO,
+                             "--root_dir", str(tmp_path / "missing"), "--toy.generate_if_missing", "false",
+                             "--output_dir", str(tmp_path / "out")], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+    assert "dataset folder not found" in result.stderr
 
 
 def test_bad_override_stops_before_training(tmp_path: Path):
