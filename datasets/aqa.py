@@ -52,8 +52,8 @@ def fallback_span(caption: str, rng: random.Random, fallback_min_len: int) -> Sp
     A caption without such a word (SPEC leaves this open) masks its first longest word instead.
     """
     words = [(m.start(), m.group(0)) for m in re.finditer(r"\S+", caption)]
-    candidates = sorted({w for _, w in words if len(w) >= fallback_min_len
-                         and not any(c in w for c in FALLBACK_EXCLUDED)})
+    # Every word of the caption is one draw: a word that occurs twice is twice as likely (a random caption word).
+    candidates = [w for _, w in words if len(w) >= fallback_min_len and not any(c in w for c in FALLBACK_EXCLUDED)]
     word = rng.choice(candidates) if candidates else max((w for _, w in words), key=len)
     start = next(s for s, w in words if w == word)
     return Span(start, start + len(word), word)
