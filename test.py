@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Sequence
 
 from datasets.build import build_eval_sets
-from model.build import build_retrieval_model, retrieval_state_dict
 from processor.amp import autocast, resolve_amp, resolve_device
 from processor.evaluator import evaluate, format_table
-from utils.checkpoint import load_checkpoint
 from utils.cli import run_cli
 from utils.config import load_config
 from utils.io import atomic_write_text
 from utils.logger import setup_logger
+from utils.runs import default_checkpoint, load_retrieval_model
 
 logger = logging.getLogger("sgiha")
 
@@ -40,13 +39,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     device = resolve_device(cfg.device)
     amp = resolve_amp(cfg.amp, device)
 
-    checkpoint = Path(args.checkpoint) if args.checkpoint else run_dir / "best.pth"
-    ckpt = load_checkpoint(checkpoint)
-    model = build_retrieval_model(cfg)
-    model.load_state_dict(retrieval_state_dict(ckpt["model"]))
-    model.to(device)
-    logger.info("loaded %s (epoch %d); inference model: %.2fM parameters", checkpoint, ckpt["epoch"],
-                sum(p.numel() for p in model.parameters()) / 1e6)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint(args.config_file)
+    model = load_retrieval_model(cfg, checkpoint, device)
 
     eval_sets = build_eval_sets(cfg, splits=("test",))
     results = evaluate(model, eval_sets["test"], device, lambda: autocast(device, amp), cfg.eval_chunk_size,

@@ -7,6 +7,7 @@ A run folder is ``<output_dir>/<dataset_name>/<YYYYmmdd_HHMMSS>_<name>/`` with `
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from model.build import build_retrieval_model, retrieval_state_dict
 from processor.evaluator import METRIC_KEYS
 from utils.checkpoint import load_checkpoint
 from utils.config import Config, load_config
+
+logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "configs.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -69,6 +72,8 @@ def load_retrieval_model(cfg: Config, checkpoint: str | os.PathLike, device: tor
     state = load_checkpoint(checkpoint)
     model = build_retrieval_model(cfg)
     model.load_state_dict(retrieval_state_dict(state["model"]))
+    logger.info("loaded %s (epoch %d); inference model: %.2fM parameters", checkpoint, state["epoch"],
+                sum(p.numel() for p in model.parameters()) / 1e6)
     return model.to(device).eval()
 
 
