@@ -105,10 +105,9 @@ def _scores_at(history: list[dict[str, Any]], epoch: int) -> dict[str, float]:
     return {k: row[k] for k in METRIC_KEYS if k in row}
 
 
-def _best_epoch_by(history: list[dict[str, Any]], split: str) -> int | None:
-    """The epoch with the highest Rank-1 on ``split`` (earliest on ties)."""
-    scored = [(r[split]["R1"] if split != "test" else r["R1"], -r["epoch"]) for r in history
-              if (split in r if split != "test" else "R1" in r)]
+def _best_val_epoch(history: list[dict[str, Any]]) -> int | None:
+    """The epoch with the highest val Rank-1 (earliest on ties); None when val was never evaluated."""
+    scored = [(r["val"]["R1"], -r["epoch"]) for r in history if "val" in r]
     return -max(scored)[1] if scored else None
 
 
@@ -120,7 +119,7 @@ def summarize(cfg: Config, state: TrainState) -> str:
         if scores:
             lines.append("test at that epoch: " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items()))
     if "val" in cfg.eval_splits and cfg.select_on != "val":
-        val_epoch = _best_epoch_by(state.history, "val")
+        val_epoch = _best_val_epoch(state.history)
         if val_epoch is not None:
             scores = _scores_at(state.history, val_epoch)
             lines.append(f"test at the best-val epoch {val_epoch} (model selection without test labels): "
@@ -163,11 +162,14 @@ def fit(cfg: Config, run_dir: Path, model: nn.Module, data, optimizer: torch.opt
                     writer.add_scalar(f"{split}/{key}", value, epoch)
         atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in state.history))
         selected = results.get(cfg.select_on)
-        if selected is not None and selected["R1"] > state.best_score:
+        improved = selected is not None and selected["R1"] > state.best_score
+        if improved:
             state.best_score, state.best_epoch = selected["R1"], epoch
-            save_checkpoint(_checkpoint_state(model, optimizer, scheduler, scaler, state, cfg), run_dir / "best.pth")
+        checkpoint = _checkpoint_state(model, optimizer, scheduler, scaler, state, cfg)
+        if improved:
+            save_checkpoint(checkpoint, run_dir / "best.pth")
             logger.info("new best %s Rank-1 %.2f at epoch %d: saved best.pth", cfg.select_on, state.best_score, epoch)
-        save_checkpoint(_checkpoint_state(model, optimizer, scheduler, scaler, state, cfg), run_dir / "last.pth")
+        save_checkpoint(checkpoint, run_dir / "last.pth")
     if is_main:
         logger.info("finished.\n%s", summarize(cfg, state))
     return state
