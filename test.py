@@ -18,7 +18,8 @@ from utils.cli import run_cli
 from utils.config import load_config
 from utils.io import atomic_write_text
 from utils.logger import setup_logger
-from utils.runs import default_checkpoint, load_retrieval_model
+from model.api import load_retrieval_model
+from utils.runs import default_checkpoint
 
 logger = logging.getLogger("sgiha")
 

@@ -16,6 +16,7 @@ from prettytable import PrettyTable
 
 from datasets.phrases import extract_phrases
 from utils.config import SPLITS
+from utils.errors import UserError
 from utils.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ IMAGE_DIR = "imgs"
 SHOWN_MISSING = 5  # missing image paths quoted in the error
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset folder or annotation file that does not match the expected layout."""
 
 

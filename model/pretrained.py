@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from model.clip import CLIP
+from utils.errors import UserError
 
 # pretrain_choice -> open_clip model name (OpenAI's weights use QuickGELU, SPEC 3).
 OPEN_CLIP_NAMES = {"ViT-B/16": "ViT-B-16-quickgelu", "ViT-B/32": "ViT-B-32-quickgelu",
@@ -31,7 +32,7 @@ URL_CACHE_DIR = Path("~/.cache/clip")  # where open_clip (and OpenAI's clip pack
 HUB_PROBE_TIMEOUT_S = 3.0  # seconds to wait for the weights host before treating the machine as offline
 
 
-class PretrainedError(RuntimeError):
+class PretrainedError(UserError, RuntimeError):
     """Pretrained weights that cannot be found, read, or fitted to the configured backbone."""
 
 

@@ -10,12 +10,9 @@ from prettytable import PrettyTable
 from torch import nn
 from tqdm import tqdm
 
-from utils.metrics import retrieval_metrics
+from utils.metrics import METRIC_KEYS, retrieval_metrics
 
 logger = logging.getLogger(__name__)
-
-METRIC_KEYS = ("R1", "R5", "R10", "mAP", "mINP")
-
 
 @torch.no_grad()
 def encode_loader(encode: Callable[[torch.Tensor], torch.Tensor], loader, device: torch.device,

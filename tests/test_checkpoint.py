@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from utils import io
-from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 
 def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch):
@@ -26,13 +26,13 @@ def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path: Path, monkeypa
 
 
 def test_load_errors_name_the_file(tmp_path: Path):
-    with pytest.raises(FileNotFoundError, match="missing.pth"):
+    with pytest.raises(CheckpointError, match="checkpoint not found: .*missing.pth"):
         load_checkpoint(tmp_path / "missing.pth")
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="garbage.pth: not a readable PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match="garbage.pth: not a readable PyTorch checkpoint"):
         load_checkpoint(garbage)
     foreign = tmp_path / "weights.pth"
     torch.save({"visual.proj": torch.zeros(2)}, foreign)
-    with pytest.raises(ValueError, match="weights.pth: not a training checkpoint"):
+    with pytest.raises(CheckpointError, match="weights.pth: not a training checkpoint"):
         load_checkpoint(foreign)

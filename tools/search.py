@@ -36,7 +36,8 @@ from processor.amp import autocast, resolve_amp, resolve_device  # noqa: E402
 from utils.config import Config, load_config  # noqa: E402
 from utils.io import atomic_torch_save  # noqa: E402
 from utils.logger import setup_logger  # noqa: E402
-from utils.runs import default_checkpoint, load_retrieval_model  # noqa: E402
+from model.api import load_retrieval_model  # noqa: E402
+from utils.runs import default_checkpoint  # noqa: E402
 from utils.tokenizer import get_tokenizer  # noqa: E402
 from utils.visualize import GridLayout, Tile, draw_grid, save_png  # noqa: E402
 

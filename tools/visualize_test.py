@@ -30,7 +30,8 @@ from processor.evaluator import encode_loader  # noqa: E402
 from tools.search import encode_queries, rank  # noqa: E402
 from utils.config import Config, load_config  # noqa: E402
 from utils.logger import setup_logger  # noqa: E402
-from utils.runs import default_checkpoint, load_retrieval_model  # noqa: E402
+from model.api import load_retrieval_model  # noqa: E402
+from utils.runs import default_checkpoint  # noqa: E402
 from utils.visualize import Color, GridLayout, Tile, draw_grid, save_png  # noqa: E402
 
 logger = logging.getLogger("sgiha.visualize_test")

@@ -7,9 +7,14 @@ from typing import Any
 
 import torch
 
+from utils.errors import UserError
 from utils.io import atomic_torch_save
 
 CHECKPOINT_KEYS = ("model", "epoch")
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint file that is missing, unreadable, or not one this project wrote."""
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
@@ -21,13 +26,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """Load a checkpoint written by ``save_checkpoint`` (a dict with at least 'model' and 'epoch')."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise CheckpointError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:  # torch raises several types for truncated or foreign files
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
-        raise ValueError(f"{path}: not a training checkpoint of this project (missing {missing}); "
+        raise CheckpointError(f"{path}: not a training checkpoint of this project (missing {missing}); "
                          "for OpenAI CLIP weights use pretrain_path instead")
     return state

@@ -1,20 +1,18 @@
-"""Entry-point wrapper: problems with the user's input end with one clear line, not a traceback."""
+"""Entry-point wrapper: a mistake in the user's input ends with one clear line, not a traceback."""
 from __future__ import annotations
 
 import sys
 from typing import Callable
 
-from datasets.bases import DatasetError
-from model.pretrained import PretrainedError
-from utils.config import ConfigError
+from utils.errors import UserError, one_line
 
-USER_ERRORS = (ConfigError, DatasetError, PretrainedError, FileNotFoundError)
+USER_ERROR_EXIT = 2  # the exit status of every user error (argparse uses 2 too)
 
 
 def run_cli(main: Callable[[], object]) -> None:
-    """Run ``main``; a configuration, dataset, weights or missing-file error prints 'error: ...' and exits 2."""
+    """Run ``main``; a ``UserError`` prints 'error: ...' on one line and exits with status 2."""
     try:
         main()
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    except UserError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        sys.exit(USER_ERROR_EXIT)

@@ -15,6 +15,8 @@ from typing import Any, Iterable, Sequence
 
 import yaml
 
+from utils.errors import UserError
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 BASE_CONFIG = CONFIG_DIR / "base.yaml"
 
@@ -34,7 +36,7 @@ CHOICES: dict[str, tuple] = {
 SPLITS = ("train", "val", "test")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration file or override that does not fit the declared keys."""
 
 

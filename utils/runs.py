@@ -14,13 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
-from model.build import build_retrieval_model, retrieval_state_dict
-from processor.evaluator import METRIC_KEYS
-from utils.checkpoint import load_checkpoint
 from utils.config import Config, load_config
+from utils.errors import UserError
+from utils.metrics import METRIC_KEYS
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +28,7 @@ BEST_CHECKPOINT = "best.pth"
 _STAMP = re.compile(r"^\d{8}_\d{6}_")
 
 
-class RunError(ValueError):
+class RunError(UserError, ValueError):
     """A run folder, or one of its files, that does not look like a training run of this project."""
 
 
@@ -65,16 +61,6 @@ def run_config(run_dir: str | os.PathLike) -> Config:
 def default_checkpoint(config_file: str | os.PathLike) -> Path:
     """The run's best.pth, beside its configs.yaml."""
     return Path(config_file).resolve().parent / BEST_CHECKPOINT
-
-
-def load_retrieval_model(cfg: Config, checkpoint: str | os.PathLike, device: torch.device) -> nn.Module:
-    """The inference model (CLIP backbone only, SPEC 6.5) with a training checkpoint's weights, in eval mode."""
-    state = load_checkpoint(checkpoint)
-    model = build_retrieval_model(cfg)
-    model.load_state_dict(retrieval_state_dict(state["model"]))
-    logger.info("loaded %s (epoch %d); inference model: %.2fM parameters", checkpoint, state["epoch"],
-                sum(p.numel() for p in model.parameters()) / 1e6)
-    return model.to(device).eval()
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
@@ -130,7 +116,9 @@ def read_test_scores(run_dir: str | os.PathLike) -> RunScores:
             data = json.loads(results.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise RunError(f"{results}: not valid JSON ({exc})") from exc
-        return RunScores(_check_scores(data, str(results)), TEST_RESULTS_FILE)
+        # test.py writes {"dataset", "split", "checkpoint", "epoch", "metrics": {...}}; older files hold the metrics alone
+        scores = data.get("metrics", data) if isinstance(data, dict) else data
+        return RunScores(_check_scores(scores, str(results)), TEST_RESULTS_FILE)
     select_on = run_config(path).select_on if (path / CONFIG_FILE).is_file() else "test"
     row = selected_epoch(read_metrics(path), select_on)
     if row is None or _split_scores(row, "test") is None:
