@@ -9,6 +9,8 @@ from typing import ContextManager
 
 import torch
 
+from utils.config import ConfigError
+
 _AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -18,7 +20,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device = {name!r} but CUDA is not available here; use device: auto or cpu")
+        raise ConfigError(f"device = {name!r} but CUDA is not available here; use --device auto or --device cpu")
     return device
 
 
