@@ -1,17 +1,17 @@
 """Train a text-to-image person retrieval model: ``python train.py --config_file configs/... [--key value ...]``.
 
-Multi-GPU: ``torchrun --nproc_per_node N train.py --config_file ...``. Resume: ``--resume <run>/last.pth``.
+Multi-GPU: ``torchrun --nproc_per_node N train.py --config_file ...`` trains the same global batch (``batch_size``)
+as one process. Resume: ``--resume <run>/last.pth``. Every check (config, data, weights, checkpoint) runs before
+the run folder is made or changed.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -21,16 +21,20 @@ from datasets.toy import make_toy_dataset
 from model.build import build_model
 from processor.amp import autocast, build_grad_scaler, resolve_amp, resolve_device
 from processor.evaluator import chance_rank1
-from processor.trainer import TrainState, fit
+from processor.trainer import LAST_CHECKPOINT, TrainState, fit, last_epoch
 from solver import build_lr_scheduler, build_optimizer
-from utils.checkpoint import load_checkpoint
+from solver.build import scheduled_lrs
+from utils.checkpoint import RESUME_KEYS, CheckpointError, load_checkpoint, previous_path
 from utils.cli import run_cli
-from utils.config import Config, load_config, save_config
-from utils.distributed import cleanup_distributed, init_distributed
-from utils.logger import setup_logger
+from utils.config import Config, absolute_paths, load_config, save_config
+from utils.distributed import cleanup_distributed, env_world_size, init_distributed, per_process
+from utils.errors import UserError, one_line
+from utils.logger import attach_log_file, log_to_file, setup_logger
 from utils.seed import set_rng_states, set_seed
 
 logger = logging.getLogger("sgiha")
+
+CONFIG_FILE = "configs.yaml"
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
@@ -53,11 +57,11 @@ def make_run_dir(cfg: Config) -> Path:
 
 
 def prepare_toy_dataset(cfg: Config) -> None:
-    """Generate the toy dataset when the config asks for it and its folder is absent (the CPU demo)."""
+    """Generate the toy dataset when root_dir is the config's toy folder (the CPU demo's own) and it is absent."""
     target = Path(cfg.root_dir) / cfg.dataset_name
-    if not cfg.toy.generate_if_missing or target.exists():
+    if cfg.toy.generate_in is None or Path(cfg.toy.generate_in) != Path(cfg.root_dir) or target.exists():
         return
-    toy = {k: v for k, v in cfg.toy.items() if k != "generate_if_missing"}
+    toy = {k: v for k, v in cfg.toy.items() if k != "generate_in"}
     logger.info("toy dataset not found at %s: generating it (%s)", target, toy)
     make_toy_dataset(root_dir=cfg.root_dir, dataset_name=cfg.dataset_name, **toy)
 
@@ -73,82 +77,153 @@ def _tensorboard_writer(run_dir: Path, enabled: bool):
     return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
 
-def build_training(cfg: Config, resume: str | None, device: torch.device, amp: str, world_size: int,
-                   rank: int) -> tuple:
+def read_resume_checkpoint(path: Path) -> dict[str, Any]:
+    """last.pth of a run, with advice when it is missing, damaged or not a resumable checkpoint."""
+    previous = previous_path(path)
+    fallback = (f"; the previous epoch's copy is {previous}: --resume {previous}" if previous.is_file() else "")
+    if not path.is_file():
+        raise CheckpointError(f"--resume {path}: the checkpoint is missing{fallback}")
+    try:
+        ckpt = load_checkpoint(path)
+    except CheckpointError as exc:
+        raise CheckpointError(f"--resume: {exc}{fallback}; or evaluate {path.parent / 'best.pth'} with test.py"
+                              ) from exc
+    missing = [k for k in RESUME_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"--resume {path}: it holds no training state ({', '.join(missing)}): best.pth keeps "
+                              f"only what evaluation needs; resume from {path.parent / LAST_CHECKPOINT}")
+    return ckpt
+
+
+def config_changes(saved: dict, cfg: Config, prefix: str = "") -> list[str]:
+    """'key: old -> new' for every value ``cfg`` changes against a checkpoint's saved config."""
+    changes = []
+    for key, value in cfg.items():
+        old = saved.get(key) if isinstance(saved, dict) else None
+        if isinstance(value, dict):
+            changes += config_changes(old or {}, value, f"{prefix}{key}.")
+        elif old != value:
+            changes.append(f"{prefix}{key}: {old!r} -> {value!r}")
+    return changes
+
+
+def restore(ckpt: dict[str, Any], path: Path, cfg: Config, model, optimizer, scheduler, scaler) -> TrainState:
+    """Load a resumed run's states, or raise a CheckpointError naming what the config changed; touches no file."""
+    changes = config_changes(ckpt.get("config", {}), cfg)
+    configured = [group["lr"] for group in optimizer.param_groups]
+    try:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"--resume {path}: the checkpoint does not fit the model of this config"
+                              f"{' (changed: ' + '; '.join(changes) + ')' if changes else ''}: {one_line(exc)}"
+                              ) from exc
+    scheduler.base_lrs = configured  # this config's learning rates (the checkpoint restored its own)
+    for group, lr in zip(optimizer.param_groups, configured):
+        group["initial_lr"] = lr
+    if ckpt["scaler"] or not scaler.is_enabled():
+        scaler.load_state_dict(ckpt["scaler"])
+    else:  # saved without a GradScaler (amp none or bf16): fp16 starts with a fresh scale
+        logger.info("the checkpoint has no fp16 grad-scaler state: starting a fresh one")
+    set_rng_states(ckpt["rng"])
+    state = TrainState(ckpt["epoch"], ckpt["best_epoch"], ckpt["best_score"], ckpt["history"])
+    end = last_epoch(cfg)
+    if state.epoch >= end:
+        raise CheckpointError(f"--resume {path}: the run already finished epoch {state.epoch} and this config stops "
+                              f"after epoch {end}; to extend it add --num_epoch N (N > {state.epoch}) and, if set, "
+                              f"--early_stop_epoch null")
+    if changes:
+        logger.info("resuming with changed settings: %s", "; ".join(changes))
+    lrs = scheduled_lrs(scheduler, range(state.epoch + 1, end + 1))
+    for group, lr in zip(optimizer.param_groups, lrs[0]):
+        group["lr"] = lr  # the schedule of this config, also when num_epoch changed since the checkpoint
+    logger.info("resumed from %s after epoch %d; the schedule continues at lr %s for epochs %d..%d",
+                path, state.epoch, " -> ".join(f"{row[0]:.3g}" for row in lrs), state.epoch + 1, end)
+    return state
+
+
+def build_training(cfg: Config, resume: Path | None, ckpt: dict[str, Any] | None, device: torch.device, amp: str,
+                   world_size: int, rank: int) -> tuple:
     """Data, model, optimizer, scheduler, grad scaler and the (possibly resumed) train state."""
     if rank == 0:
         prepare_toy_dataset(cfg)
     if world_size > 1:
         torch.distributed.barrier()
     data = build_dataloaders(cfg, world_size=world_size, rank=rank)
-    logger.info("batch %d per process, global batch %d", cfg.batch_size, cfg.batch_size * world_size)
+    logger.info("global batch %d: %d per process x %d process(es); %d steps per epoch", cfg.batch_size,
+                cfg.batch_size // world_size, world_size, len(data.train_loader))
     for name, eval_set in data.eval_sets.items():
         logger.info("%s split: %d queries x %d gallery images, chance Rank-1 %.2f%%", name, len(eval_set.q_pids),
                     len(eval_set.g_pids), chance_rank1(eval_set.q_pids, eval_set.g_pids))
 
-    model = build_model(cfg, data.num_classes).to(device)
+    model = build_model(cfg, data.num_classes, world_size, rank).to(device)
     optimizer = build_optimizer(cfg, model)
     scheduler = build_lr_scheduler(cfg, optimizer)
     scaler = build_grad_scaler(device, amp)
     state = TrainState()
-    if resume:
-        ckpt = load_checkpoint(resume)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        state = TrainState(ckpt["epoch"], ckpt["best_epoch"], ckpt["best_score"], ckpt["history"])
-        set_rng_states(ckpt["rng"])
-        logger.info("resumed from %s after epoch %d", resume, state.epoch)
+    if ckpt is not None:
+        state = restore(ckpt, resume, cfg, model, optimizer, scheduler, scaler)
     logger.info("trainable parameters: %.2fM", sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6)
     return data, model, optimizer, scheduler, scaler, state
+
+
+def open_run_dir(cfg: Config, resume: Path | None, world_size: int) -> Path:
+    """The run folder: a new one (every process agrees on its name) or the resumed run's."""
+    if resume:
+        return resume.parent
+    holder = [str(make_run_dir(cfg))]
+    if world_size > 1:  # timestamps may differ by a second between processes
+        torch.distributed.broadcast_object_list(holder, src=0)
+    return Path(holder[0])
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
     """Run training; returns the run folder."""
     args, overrides = parse_args(argv)
-    run_dir = Path(args.resume).resolve().parent if args.resume else None
-    config_file = args.config_file or str(run_dir / "configs.yaml")
-    cfg = load_config(config_file, overrides)
-
+    resume = Path(args.resume).absolute() if args.resume else None
+    ckpt = read_resume_checkpoint(resume) if resume else None
+    config_file = args.config_file or str(resume.parent / CONFIG_FILE)
+    cfg = absolute_paths(load_config(config_file, overrides))
+    world_size = env_world_size()
+    per_process(cfg.batch_size, world_size, "batch_size")
+    per_process(cfg.test_batch_size, world_size, "test_batch_size")
     device = resolve_device(cfg.device)
-    world_size, rank, device = init_distributed(device)
-    is_main = rank == 0
-    if run_dir is None:
-        run_dir = make_run_dir(cfg)
-        if world_size > 1:  # every rank must agree on the folder (timestamps may differ by a second)
-            holder = [str(run_dir)]
-            torch.distributed.broadcast_object_list(holder, src=0)
-            run_dir = Path(holder[0])
-    setup_logger(run_dir, rank)
     amp = resolve_amp(cfg.amp, device)
+    world_size, rank, device = init_distributed(device)
+    setup_logger(None, rank, buffer=True)
     logger.info("command: %s", " ".join(sys.argv))
-    logger.info("run folder %s, device %s, amp %s, %d process(es)", run_dir, device, amp, world_size)
-    if is_main:
-        save_config(cfg, run_dir / "configs.yaml")
     set_seed(cfg.seed)
-
     try:
-        data, model, optimizer, scheduler, scaler, state = build_training(cfg, args.resume, device, amp, world_size,
-                                                                          rank)
-    except Exception:
-        if is_main and not args.resume:  # a run that never started leaves no folder behind
-            setup_logger(None, rank)
-            shutil.rmtree(run_dir, ignore_errors=True)
-            with contextlib.suppress(OSError):  # and no empty <dataset_name>/ folder either
-                run_dir.parent.rmdir()
+        data, model, optimizer, scheduler, scaler, state = build_training(cfg, resume, ckpt, device, amp,
+                                                                          world_size, rank)
+        run_dir = open_run_dir(cfg, resume, world_size)
+    except BaseException:
         cleanup_distributed()
         raise
+    if rank == 0:  # every check passed: only now is the run folder made or changed
+        attach_log_file(run_dir)
+        save_config(cfg, run_dir / CONFIG_FILE)
+    logger.info("run folder %s, device %s, amp %s, %d process(es)", run_dir, device, amp, world_size)
 
     train_model = model
     if world_size > 1:
         train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         train_model = torch.compile(train_model)
-    writer = _tensorboard_writer(run_dir, cfg.tensorboard and is_main)
+    writer = _tensorboard_writer(run_dir, cfg.tensorboard and rank == 0)
     try:
         fit(cfg, run_dir, train_model, data, optimizer, scheduler, scaler, device, lambda: autocast(device, amp),
-            state, is_main=is_main, writer=writer)
+            state, rank=rank, writer=writer)
+    except KeyboardInterrupt:
+        last = run_dir / LAST_CHECKPOINT
+        advice = (f"resume with: python train.py --resume {last}" if last.is_file()
+                  else f"no epoch had finished, nothing to resume (run folder {run_dir})")
+        log_to_file(f"interrupted; {advice}")
+        raise KeyboardInterrupt(f"interrupted; {advice}") from None
+    except UserError as exc:
+        log_to_file(one_line(exc))
+        raise
     finally:
         if writer is not None:
             writer.close()

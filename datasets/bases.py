@@ -1,29 +1,26 @@
-"""Benchmark annotation reading shared by the three readers (SPEC 2), and the reader registry.
+"""Annotation reading shared by every dataset reader (SPEC 2), and the reader registry.
 
-A reader turns ``<root_dir>/<name>/<annotation>.json`` into training samples (identities re-indexed
-0..N-1) and per evaluation split a gallery (image paths + pids) and queries (captions + pids).
+A reader names its files (``DatasetFiles``: annotation JSON, image root, phrase copy) and the record fields;
+``read_benchmark`` turns the annotation into training samples (identities re-indexed 0..N-1) and, per
+evaluation split, a gallery (image paths + pids) and queries (captions + pids).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import ClassVar, Sequence
 
-from prettytable import PrettyTable
-
-from datasets.phrases import extract_phrases
-from utils.config import SPLITS
 from utils.errors import UserError
-from utils.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
 PHRASES_FIELD = "cap_noun_phrases"  # per-caption phrase lists in the authors' *_noun.json copies
 IMAGE_DIR = "imgs"
-SHOWN_MISSING = 5  # missing image paths quoted in the error
+TRAIN_SPLIT = "train"
 
 
 class DatasetError(UserError, ValueError):
@@ -59,6 +56,7 @@ class BenchmarkData:
     train: list[TrainSample]
     num_classes: int
     eval_splits: dict[str, EvalSplit]
+    annotation: Path
 
 
 @dataclass(frozen=True)
@@ -70,6 +68,31 @@ class Record:
     img_path: str
     captions: tuple[str, ...]
     phrases: tuple[tuple[str, ...], ...] | None
+
+
+@dataclass(frozen=True)
+class DatasetFiles:
+    """Where one dataset's files are and how its records name them."""
+
+    name: str
+    annotation: Path  # the annotation JSON (a list of records)
+    image_root: Path  # record image paths are relative to this folder (or absolute)
+    noun_copy: Path  # the annotation copy with per-caption attribute phrases (PHRASES_FIELD)
+    path_field: str  # record field holding the image path
+    splits: tuple[str, ...]  # the splits a record may name
+
+    @property
+    def required_fields(self) -> tuple[str, ...]:
+        return ("id", self.path_field, "captions", "split")
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """The raw records of an annotation file and the SHA-256 of its bytes (what a phrase copy was made from)."""
+
+    path: Path
+    records: list[dict]
+    sha256: str
 
 
 class Benchmark:
@@ -87,33 +110,34 @@ class Benchmark:
         return ""
 
     @classmethod
-    def annotation_path(cls, dataset_dir: Path) -> Path:
-        """The annotation file in ``dataset_dir``, or a DatasetError describing the expected layout."""
+    def files(cls, root_dir: str | os.PathLike, annotation_file: str | None = None) -> DatasetFiles:
+        """The files under ``<root_dir>/<name>/``, or a DatasetError describing the expected layout."""
+        if annotation_file:
+            raise DatasetError(f"annotation_file = {annotation_file!r} is for dataset_name: custom; {cls.name} "
+                               f"always reads <root_dir>/{cls.name}/{cls.annotation_files[0]}")
+        dataset_dir = Path(root_dir) / cls.name
         if not dataset_dir.is_dir():
             raise DatasetError(f"{dataset_dir}: dataset folder not found. {cls.layout()}")
-        for name in cls.annotation_files:
-            if (dataset_dir / name).is_file():
-                return dataset_dir / name
-        names = " or ".join(cls.annotation_files)
-        raise DatasetError(f"{dataset_dir}: annotation file {names} not found. {cls.layout()}"
-                           f"{cls.missing_annotation_hint(dataset_dir)}")
+        found = next((dataset_dir / n for n in cls.annotation_files if (dataset_dir / n).is_file()), None)
+        if found is None:
+            names = " or ".join(cls.annotation_files)
+            raise DatasetError(f"{dataset_dir}: annotation file {names} not found. {cls.layout()}"
+                               f"{cls.missing_annotation_hint(dataset_dir)}")
+        return DatasetFiles(cls.name, found, dataset_dir / IMAGE_DIR, dataset_dir / cls.noun_file, cls.path_field,
+                            cls.splits)
 
     @classmethod
     def layout(cls) -> str:
         return (f"Expected layout: <root_dir>/{cls.name}/{IMAGE_DIR}/... and <root_dir>/{cls.name}/"
                 f"{cls.annotation_files[0]} (a JSON list of records with fields "
-                f"{', '.join(cls.required_fields())}).")
-
-    @classmethod
-    def required_fields(cls) -> tuple[str, ...]:
-        return ("id", cls.path_field, "captions", "split")
+                f"{', '.join(('id', cls.path_field, 'captions', 'split'))}).")
 
 
 DATASETS: dict[str, type[Benchmark]] = {}
 
 
 def register(cls: type[Benchmark]) -> type[Benchmark]:
-    """Class decorator: make a benchmark available by its name."""
+    """Class decorator: make a dataset reader available by its name."""
     DATASETS[cls.name] = cls
     return cls
 
@@ -124,19 +148,47 @@ def get_benchmark(name: str) -> type[Benchmark]:
     return DATASETS[name]
 
 
-def read_json_list(path: Path) -> list[dict]:
-    """The top-level list of records of an annotation file, with errors naming the file."""
+def dataset_files(name: str, root_dir: str | os.PathLike, annotation_file: str | None = None) -> DatasetFiles:
+    """The files of dataset ``name`` under ``root_dir`` (``annotation_file``: the custom dataset's JSON)."""
+    return get_benchmark(name).files(root_dir, annotation_file)
+
+
+def read_json_bytes(path: Path) -> bytes:
+    """The bytes of a file the project reads, or a DatasetError naming it (missing, unreadable)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        return path.read_bytes()
+    except FileNotFoundError as exc:
+        raise DatasetError(f"{path}: file not found") from exc
+    except OSError as exc:  # permission denied on a shared folder, a folder in its place, ...
+        raise DatasetError(f"{path}: cannot be read ({exc.strerror or exc}); check its permissions") from exc
+
+
+def parse_json_list(data: bytes, path: Path) -> list[dict]:
+    """The top-level list of records of a JSON file, with errors naming the file."""
+    try:
+        parsed = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not UTF-8 text (byte {exc.start}); save the annotation as UTF-8") from exc
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+    if not isinstance(parsed, list) or not all(isinstance(r, dict) for r in parsed):
         raise DatasetError(f"{path}: expected a JSON list of records (objects)")
-    return data
+    return parsed
 
 
-def _validate_phrases(value: object, n_captions: int, where: str) -> tuple[tuple[str, ...], ...]:
+def read_json_list(path: Path) -> list[dict]:
+    """The records of a JSON annotation file."""
+    return parse_json_list(read_json_bytes(path), path)
+
+
+def read_annotation(path: Path) -> Annotation:
+    """The annotation's records and the hash of its bytes."""
+    data = read_json_bytes(path)
+    return Annotation(path, parse_json_list(data, path), hashlib.sha256(data).hexdigest())
+
+
+def validate_phrases(value: object, n_captions: int, where: str) -> tuple[tuple[str, ...], ...]:
+    """A record's PHRASES_FIELD: one list of strings per caption."""
     ok = (isinstance(value, list) and len(value) == n_captions
           and all(isinstance(p, list) and all(isinstance(s, str) for s in p) for p in value))
     if not ok:
@@ -145,117 +197,48 @@ def _validate_phrases(value: object, n_captions: int, where: str) -> tuple[tuple
     return tuple(tuple(p) for p in value)
 
 
-def parse_record(bench: type[Benchmark], raw: dict, index: int, path: Path, dataset_dir: Path) -> Record:
+def parse_id(value: object, where: str) -> int:
+    """An identity id: any integer (also negative or large), or a string or float holding one."""
+    if isinstance(value, bool):
+        raise DatasetError(f"{where}: 'id' must be an integer, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise DatasetError(f"{where}: 'id' must be an integer, got {value!r}")
+
+
+def parse_record(files: DatasetFiles, raw: dict, index: int) -> Record:
     """Validate one raw record; errors name the file, the record and the field."""
-    where = f"{path}: record {index}"
-    missing = [f for f in bench.required_fields() if f not in raw]
+    where = f"{files.annotation}: record {index}"
+    missing = [f for f in files.required_fields if f not in raw]
     if missing:
-        raise DatasetError(f"{where}: missing field(s) {missing}; each record needs {list(bench.required_fields())}")
-    if raw["split"] not in bench.splits:
-        raise DatasetError(f"{where}: unknown split {raw['split']!r}; {bench.name} has splits {list(bench.splits)}")
+        raise DatasetError(f"{where}: missing field(s) {missing}; each record needs {list(files.required_fields)}")
+    if raw["split"] not in files.splits:
+        raise DatasetError(f"{where}: unknown split {raw['split']!r}; {files.name} has splits {list(files.splits)}")
     captions = raw["captions"]
     if not isinstance(captions, list) or not captions:
         raise DatasetError(f"{where}: 'captions' must be a non-empty list of strings")
-    if not all(isinstance(c, str) and c.strip() for c in captions):
-        raise DatasetError(f"{where}: every caption must be a non-empty string")
-    try:
-        pid = int(raw["id"])
-    except (TypeError, ValueError) as exc:
-        raise DatasetError(f"{where}: 'id' must be an integer, got {raw['id']!r}") from exc
+    for j, caption in enumerate(captions):
+        if not isinstance(caption, str):
+            raise DatasetError(f"{where}: caption {j} is {type(caption).__name__} {caption!r}, not a string")
+        if not caption.strip():
+            raise DatasetError(f"{where}: caption {j} is empty; every caption must be a non-empty string")
+    pid = parse_id(raw["id"], where)
+    path = raw[files.path_field]
+    if not isinstance(path, str) or not path.strip():
+        raise DatasetError(f"{where}: '{files.path_field}' must be a non-empty string (an image path), got {path!r}")
     phrases = None
     if PHRASES_FIELD in raw:
-        phrases = _validate_phrases(raw[PHRASES_FIELD], len(captions), where)
-    img_path = str(dataset_dir / IMAGE_DIR / str(raw[bench.path_field]))
-    return Record(raw["split"], pid, img_path, tuple(captions), phrases)
+        phrases = validate_phrases(raw[PHRASES_FIELD], len(captions), where)
+    return Record(raw["split"], pid, str(files.image_root / path), tuple(captions), phrases)
 
 
-def _with_phrases(raw_records: list[dict], extract: Callable[[str], list[str]]) -> int:
-    """Fill in missing cap_noun_phrases in place; return how many records got them."""
-    filled = 0
-    for raw in raw_records:
-        if PHRASES_FIELD not in raw and isinstance(raw.get("captions"), list):
-            raw[PHRASES_FIELD] = [extract(c) for c in raw["captions"]]
-            filled += 1
-    return filled
-
-
-def write_noun_copy(path: Path, raw_records: list[dict]) -> None:
-    """Write the release-compatible annotation copy atomically (temp file + os.replace)."""
-    atomic_write_text(path, json.dumps(raw_records, ensure_ascii=False))
-
-
-def load_raw_records(bench: type[Benchmark], dataset_dir: Path, need_phrases: bool,
-                     phrase_backend: str) -> tuple[list[dict], Path]:
-    """Raw records, from the _noun copy when present; extracts and caches phrases when needed and absent."""
-    annotation = bench.annotation_path(dataset_dir)
-    noun_path = dataset_dir / bench.noun_file
-    source = noun_path if noun_path.is_file() else annotation
-    raw_records = read_json_list(source)
-    if need_phrases:
-        filled = _with_phrases(raw_records, lambda c: extract_phrases(c, phrase_backend))
-        if filled:
-            logger.info("extracted attribute phrases for %d records of %s", filled, source)
-            try:
-                write_noun_copy(noun_path, raw_records)
-                logger.info("cached the phrases in %s", noun_path)
-            except OSError as exc:
-                logger.warning("could not write %s (%s); phrases will be extracted again next run", noun_path, exc)
-    return raw_records, source
-
-
-def check_images(paths: list[str], source: Path) -> None:
-    """Fail before training when image files are missing: count and first few paths."""
-    missing = [p for p in paths if not os.path.isfile(p)]
-    if missing:
-        shown = "\n  ".join(missing[:SHOWN_MISSING])
-        raise DatasetError(f"{source}: {len(missing)} of {len(paths)} image files do not exist, e.g.\n  {shown}")
-
-
-def _split_records(records: list[Record]) -> tuple[list[TrainSample], int, dict[str, EvalSplit]]:
-    train_pids = sorted({r.pid for r in records if r.split == "train"})
-    new_pid = {pid: i for i, pid in enumerate(train_pids)}  # SPEC 2: training ids become 0..N-1
-    train: list[TrainSample] = []
-    evals: dict[str, EvalSplit] = {}
-    image_id = 0
-    for r in records:
-        if r.split == "train":
-            for j, caption in enumerate(r.captions):
-                phrases = r.phrases[j] if r.phrases is not None else ()
-                train.append(TrainSample(new_pid[r.pid], image_id, r.img_path, caption, phrases))
-            image_id += 1
-        else:
-            split = evals.setdefault(r.split, EvalSplit())
-            split.img_paths.append(r.img_path)
-            split.image_pids.append(r.pid)
-            split.captions.extend(r.captions)
-            split.caption_pids.extend([r.pid] * len(r.captions))
-    return train, len(train_pids), evals
-
-
-def statistics_table(data: BenchmarkData) -> PrettyTable:
-    """ids / images / captions per split."""
-    table = PrettyTable(["split", "ids", "images", "captions"])
-    train = data.train
-    table.add_row(["train", data.num_classes, len({s.image_id for s in train}), len(train)])
-    for name in SPLITS:
-        if name in data.eval_splits:
-            s = data.eval_splits[name]
-            table.add_row([name, len(set(s.image_pids)), len(s.img_paths), len(s.captions)])
-    return table
-
-
-def read_benchmark(name: str, root_dir: str | os.PathLike, need_phrases: bool = False,
-                   phrase_backend: str = "pattern", verify_images: bool = True) -> BenchmarkData:
-    """Read, validate and split a benchmark; logs its statistics table."""
-    bench = get_benchmark(name)
-    dataset_dir = Path(root_dir) / bench.name
-    raw_records, source = load_raw_records(bench, dataset_dir, need_phrases, phrase_backend)
-    records = [parse_record(bench, raw, i, source, dataset_dir) for i, raw in enumerate(raw_records)]
-    if verify_images:
-        check_images([r.img_path for r in records], source)
-    train, num_classes, evals = _split_records(records)
-    if not train:
-        raise DatasetError(f"{source}: no record has split 'train'")
-    data = BenchmarkData(bench.name, train, num_classes, evals)
-    logger.info("%s statistics (from %s):\n%s", bench.name, source, statistics_table(data))
-    return data
+def parse_records(files: DatasetFiles, raw_records: Sequence[dict]) -> list[Record]:
+    """Every record validated (the first bad one raises)."""
+    return [parse_record(files, raw, i) for i, raw in enumerate(raw_records)]

@@ -1,36 +1,39 @@
-"""Data loaders of a run: the training loader and one evaluation set per configured split."""
+"""Data loaders of a run: the training loader and one evaluation set per configured split.
+
+Batch sizes in the config are global (``batch_size``, ``test_batch_size``): with N processes each loader
+holds 1/N of them (utils.distributed.per_process).
+"""
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Subset
 
-from datasets.bases import BenchmarkData, EvalSplit, read_benchmark
+from datasets.bases import BenchmarkData, EvalSplit
 from datasets.eval_dataset import ImageDataset, TextDataset
-from datasets.samplers import build_train_sampler
-from datasets.train_dataset import TrainDataset, seed_worker
+from datasets.reader import read_benchmark
+from datasets.samplers import GlobalBatchSampler, build_batch_sampler
+from datasets.train_dataset import TrainDataset
 from datasets.transforms import build_transform
 from utils.config import Config
+from utils.distributed import per_process, shard_bounds
 from utils.tokenizer import Tokenizer, get_tokenizer
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
 class EvalSet:
-    """Gallery and query loaders of one split, with the pids in loader order."""
+    """Gallery and query loaders of one split (this process's contiguous share), with every item's pid."""
 
     name: str
     image_loader: DataLoader  # yields (pids LongTensor[B], images FloatTensor[B, 3, H, W])
     text_loader: DataLoader  # yields (pids LongTensor[B], caption_ids LongTensor[B, L])
-    g_pids: torch.LongTensor
+    g_pids: torch.LongTensor  # the whole split's, in order
     q_pids: torch.LongTensor
     img_paths: list[str]
     captions: list[str]
+    world_size: int = 1  # processes sharing the split; their shares are gathered in rank order
 
 
 @dataclass
@@ -38,70 +41,72 @@ class DataBundle:
     train_loader: DataLoader
     num_classes: int
     eval_sets: dict[str, EvalSet]
-    train_sampler: Sampler
+    batch_sampler: GlobalBatchSampler
     train_set: TrainDataset
-    generator: torch.Generator  # the training loader's: random order and worker seeds
-    seed: int
-    rank: int
 
     def set_epoch(self, epoch: int) -> None:
-        """Make the epoch's order and sample randomness a function of (seed, rank, epoch) alone.
+        """Make the epoch's batches and every sample's randomness a function of (seed, epoch) alone.
 
         A run resumed after epoch e then sees exactly the batches of epoch e + 1 of an uninterrupted run.
         """
-        epoch_seed = int(np.random.SeedSequence([self.seed, self.rank, epoch]).generate_state(1, np.uint64)[0] >> 1)
-        self.generator.manual_seed(epoch_seed)
-        self.train_set.reseed(epoch_seed)
-        if hasattr(self.train_sampler, "set_epoch"):
-            self.train_sampler.set_epoch(epoch)
+        self.train_set.set_epoch(epoch)
+        self.batch_sampler.set_epoch(epoch)
 
 
-def _eval_loader(dataset, cfg: Config) -> DataLoader:
-    return DataLoader(dataset, batch_size=cfg.test_batch_size, shuffle=False, num_workers=cfg.num_workers,
-                      pin_memory=torch.cuda.is_available())
+def _loader_generator() -> torch.Generator:
+    """A private generator for a loader's worker seeds, so that no loader draws from the global RNG."""
+    return torch.Generator().manual_seed(0)
 
 
-def build_eval_set(name: str, split: EvalSplit, cfg: Config, tokenizer: Tokenizer) -> EvalSet:
-    """Loaders over one split's gallery images and query captions (eval transform, no shuffling)."""
+def _eval_loader(dataset, cfg: Config, world_size: int, rank: int) -> DataLoader:
+    start, stop = shard_bounds(len(dataset), world_size, rank)
+    return DataLoader(Subset(dataset, range(start, stop)), batch_size=per_process(cfg.test_batch_size, world_size,
+                                                                                 "test_batch_size"),
+                      shuffle=False, num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available(),
+                      generator=_loader_generator())
+
+
+def build_eval_set(name: str, split: EvalSplit, cfg: Config, tokenizer: Tokenizer, world_size: int = 1,
+                   rank: int = 0) -> EvalSet:
+    """Loaders over this process's share of one split's gallery images and query captions (eval transform)."""
     images = ImageDataset(split.image_pids, split.img_paths, build_transform(cfg, train=False))
     texts = TextDataset(split.caption_pids, split.captions, tokenizer, cfg.text_length)
-    return EvalSet(name, _eval_loader(images, cfg), _eval_loader(texts, cfg),
+    return EvalSet(name, _eval_loader(images, cfg, world_size, rank), _eval_loader(texts, cfg, world_size, rank),
                    torch.tensor(split.image_pids, dtype=torch.long), torch.tensor(split.caption_pids, dtype=torch.long),
-                   list(split.img_paths), list(split.captions))
+                   list(split.img_paths), list(split.captions), world_size)
 
 
-def _eval_sets(data: BenchmarkData, cfg: Config, tokenizer: Tokenizer, splits: Sequence[str]) -> dict[str, EvalSet]:
-    """One EvalSet per split of ``splits`` that the benchmark has (others: a warning)."""
-    sets = {}
-    for name in splits:
-        if name not in data.eval_splits:
-            logger.warning("%s has no %r split; skipping its evaluation", data.name, name)
-            continue
-        sets[name] = build_eval_set(name, data.eval_splits[name], cfg, tokenizer)
-    return sets
+def _eval_sets(data: BenchmarkData, cfg: Config, tokenizer: Tokenizer, splits: Sequence[str], world_size: int,
+               rank: int) -> dict[str, EvalSet]:
+    return {name: build_eval_set(name, data.eval_splits[name], cfg, tokenizer, world_size, rank) for name in splits}
 
 
-def build_eval_sets(cfg: Config, splits: Sequence[str] | None = None) -> dict[str, EvalSet]:
+def read_dataset(cfg: Config, splits: Sequence[str], need_phrases: bool = False,
+                 cache_phrases: bool = True) -> BenchmarkData:
+    """The configured dataset, checked to have ``splits`` (cfg.dataset_name, root_dir, annotation_file)."""
+    return read_benchmark(cfg.dataset_name, cfg.root_dir, need_phrases=need_phrases,
+                          phrase_backend=cfg.phrase_backend, annotation_file=cfg.annotation_file,
+                          required_splits=splits, cache_phrases=cache_phrases)
+
+
+def build_eval_sets(cfg: Config, splits: Sequence[str] | None = None, world_size: int = 1,
+                    rank: int = 0) -> dict[str, EvalSet]:
     """Evaluation sets only (test.py, tools): ``splits`` defaults to cfg.eval_splits."""
-    data = read_benchmark(cfg.dataset_name, cfg.root_dir)
-    return _eval_sets(data, cfg, get_tokenizer(), cfg.eval_splits if splits is None else splits)
+    splits = cfg.eval_splits if splits is None else splits
+    return _eval_sets(read_dataset(cfg, splits), cfg, get_tokenizer(), splits, world_size, rank)
 
 
 def build_dataloaders(cfg: Config, world_size: int = 1, rank: int = 0) -> DataBundle:
-    """Read cfg.dataset_name under cfg.root_dir and build the loaders (this rank's training shard)."""
-    data = read_benchmark(cfg.dataset_name, cfg.root_dir, need_phrases="aqa" in cfg.losses,
-                          phrase_backend=cfg.phrase_backend)
+    """Read the dataset and build the loaders (this process's share of every global batch and split)."""
+    required = list(dict.fromkeys([*cfg.eval_splits, cfg.select_on]))
+    data = read_dataset(cfg, required, need_phrases="aqa" in cfg.losses, cache_phrases=rank == 0)
     tokenizer = get_tokenizer()
-    # Ranks share the shuffling seed (the sampler splits one permutation) but not the sample randomness.
-    rank_seed = cfg.seed + rank
-    train_set = TrainDataset(data.train, build_transform(cfg, train=True), tokenizer, cfg, rank_seed)
-    generator = torch.Generator().manual_seed(rank_seed)
-    sampler = build_train_sampler(cfg.sampler, [s.pid for s in data.train], cfg.batch_size, cfg.num_instance,
-                                  cfg.seed, generator, world_size, rank)
-    # Workers are not persistent: each epoch starts them anew from the re-seeded generator (DataBundle.set_epoch),
-    # which is what makes a resumed run repeat an uninterrupted one exactly.
-    train_loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
-                              pin_memory=torch.cuda.is_available(),
-                              drop_last=True, generator=generator, worker_init_fn=seed_worker)
-    return DataBundle(train_loader, data.num_classes, _eval_sets(data, cfg, tokenizer, cfg.eval_splits), sampler,
-                      train_set, generator, cfg.seed, rank)
+    train_set = TrainDataset(data.train, build_transform(cfg, train=True), tokenizer, cfg, cfg.seed)
+    per_process(cfg.batch_size, world_size, "batch_size")  # a clear error before anything else is built
+    batch_sampler = build_batch_sampler(cfg.sampler, [s.pid for s in data.train], cfg.batch_size, cfg.num_instance,
+                                        cfg.seed, cfg.drop_last, world_size, rank)
+    # Workers are not persistent: each epoch starts them anew with the dataset's epoch set (DataBundle.set_epoch).
+    train_loader = DataLoader(train_set, batch_sampler=batch_sampler, num_workers=cfg.num_workers,
+                              pin_memory=torch.cuda.is_available(), generator=_loader_generator())
+    return DataBundle(train_loader, data.num_classes, _eval_sets(data, cfg, tokenizer, cfg.eval_splits, world_size,
+                                                                 rank), batch_sampler, train_set)

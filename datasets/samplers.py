@@ -1,38 +1,131 @@
-"""Training samplers: random (per-rank shards when distributed) and identity (P ids x K instances)."""
+"""Training batch samplers whose global batches are the same for any number of processes.
+
+An epoch's global batches are a function of (seed, epoch) alone. Each holds ``batch_size`` samples (the
+global batch, SPEC 7's 64) made of groups: single samples for the random sampler, K samples of one identity
+for the identity sampler. Every process takes its contiguous share of the groups of every global batch, so
+the union of the ranks' step-t batches is the single-process step-t batch, in rank order.
+
+The last, partial batch is kept by default (``drop_last: false``, as the release). A last batch that is too
+small for the contrastive losses (fewer than 2 samples) or for every process to get a group (fewer groups
+than processes) is merged into the previous batch, with a log line.
+"""
 from __future__ import annotations
 
+import logging
+from abc import ABC, abstractmethod
 from collections import defaultdict
 from typing import Iterator, Sequence
 
 import torch
-from torch.utils.data import DistributedSampler, RandomSampler, Sampler
+from torch.utils.data import Sampler
+
+from datasets.bases import DatasetError
+from utils.distributed import shard_bounds
+from utils.seed import generator
+
+logger = logging.getLogger(__name__)
+
+MIN_CONTRASTIVE_BATCH = 2  # SDM and AQA contrast a sample with the others of its batch: at least two samples
+ORDER_STREAM = 0  # generator(seed, epoch, ORDER_STREAM) draws an epoch's order; sample streams use other keys
+
+Batch = list[list[int]]  # a global batch: groups of sample indices
 
 
-class IdentitySampler(Sampler[int]):
-    """Batches of P = batch_size / K identities with K samples each; whole batches are dealt to ranks.
+class GlobalBatchSampler(Sampler[list[int]], ABC):
+    """Yields this rank's share of each global batch; subclasses draw an epoch's batches (``draw_batches``)."""
 
-    Identities with fewer than K samples repeat some of them. Each ``__iter__`` reshuffles (seed + epoch);
-    ``set_epoch`` pins the epoch like ``DistributedSampler``.
-    """
-
-    def __init__(self, pids: Sequence[int], batch_size: int, num_instance: int, seed: int,
-                 world_size: int = 1, rank: int = 0) -> None:
-        if batch_size % num_instance:
-            raise ValueError(f"batch_size {batch_size} must be a multiple of num_instance {num_instance}")
-        self.by_pid: dict[int, list[int]] = defaultdict(list)
-        for index, pid in enumerate(pids):
-            self.by_pid[pid].append(index)
-        self.ids_per_batch = batch_size // num_instance
-        if len(self.by_pid) < self.ids_per_batch:
-            raise ValueError(f"identity sampler needs {self.ids_per_batch} identities per batch, "
-                             f"the training set has {len(self.by_pid)}")
-        self.batch_size, self.num_instance = batch_size, num_instance
-        self.seed, self.world_size, self.rank = seed, world_size, rank
-        self.epoch = 0
-        self._cache: tuple[int, list[list[int]]] | None = None
+    def __init__(self, batch_size: int, seed: int, drop_last: bool, world_size: int = 1, rank: int = 0):
+        self.batch_size, self.seed, self.drop_last = batch_size, seed, drop_last
+        self.world_size, self.rank = world_size, rank
+        self.epoch = 1
+        self._cache: tuple[int, list[Batch]] | None = None
+        self._merge_logged = False
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    @abstractmethod
+    def draw_batches(self, g: torch.Generator) -> list[Batch]:
+        """An epoch's global batches drawn with ``g`` (the last one may be partial)."""
+
+    def global_batches(self) -> list[Batch]:
+        """The current epoch's global batches, after the last-batch rule (cached: __len__ and __iter__ share them)."""
+        if self._cache is None or self._cache[0] != self.epoch:
+            batches = self.draw_batches(generator(self.seed, self.epoch, ORDER_STREAM))
+            self._cache = (self.epoch, self._last_batch_rule(batches))
+        return self._cache[1]
+
+    def _last_batch_rule(self, batches: list[Batch]) -> list[Batch]:
+        if not batches:
+            return batches
+        last = batches[-1]
+        size = sum(len(group) for group in last)
+        if size >= self.batch_size:
+            return batches
+        if self.drop_last:
+            return batches[:-1]
+        if size >= MIN_CONTRASTIVE_BATCH and len(last) >= self.world_size:
+            return batches
+        if len(batches) == 1:
+            raise DatasetError(f"the training split gives one batch of {size} sample(s) in {len(last)} group(s): "
+                               f"training needs at least {MIN_CONTRASTIVE_BATCH} samples and one group per "
+                               f"process ({self.world_size})")
+        if not self._merge_logged and self.rank == 0:
+            logger.info("the last batch of epoch %d would hold %d sample(s) (%d group(s), %d process(es)): merged "
+                        "into the previous batch", self.epoch, size, len(last), self.world_size)
+            self._merge_logged = True
+        return batches[:-2] + [batches[-2] + last]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.global_batches():
+            start, stop = shard_bounds(len(batch), self.world_size, self.rank)
+            yield [index for group in batch[start:stop] for index in group]
+
+    def __len__(self) -> int:
+        return len(self.global_batches())
+
+
+class RandomBatchSampler(GlobalBatchSampler):
+    """SPEC 7's random sampler: one permutation per epoch cut into global batches of single samples."""
+
+    def __init__(self, num_samples: int, batch_size: int, seed: int, drop_last: bool, world_size: int = 1,
+                 rank: int = 0):
+        super().__init__(batch_size, seed, drop_last, world_size, rank)
+        if num_samples < 1:
+            raise DatasetError("the training split is empty")
+        self.num_samples = num_samples
+
+    def draw_batches(self, g: torch.Generator) -> list[Batch]:
+        order = [[i] for i in torch.randperm(self.num_samples, generator=g).tolist()]
+        return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+
+
+class IdentityBatchSampler(GlobalBatchSampler):
+    """Global batches of P = batch_size / K identities with K samples each; a process takes whole K-groups.
+
+    Identities with fewer than K samples repeat some of them; an identity's samples beyond a multiple of K wait
+    for another epoch. Groups left when fewer than P identities remain form the last batches (fewer identities).
+    """
+
+    def __init__(self, pids: Sequence[int], batch_size: int, num_instance: int, seed: int, drop_last: bool,
+                 world_size: int = 1, rank: int = 0):
+        super().__init__(batch_size, seed, drop_last, world_size, rank)
+        if num_instance < 1 or batch_size % num_instance:
+            raise DatasetError(f"identity sampler: batch_size {batch_size} must be a multiple of num_instance "
+                               f"{num_instance} (P identities x K instances)")
+        self.ids_per_batch = batch_size // num_instance
+        if self.ids_per_batch % world_size:
+            raise DatasetError(f"identity sampler: the {self.ids_per_batch} identities of a batch (batch_size "
+                               f"{batch_size} / num_instance {num_instance}) do not divide over {world_size} "
+                               f"processes; choose batch_size / num_instance as a multiple of {world_size}")
+        self.by_pid: dict[int, list[int]] = defaultdict(list)
+        for index, pid in enumerate(pids):
+            self.by_pid[pid].append(index)
+        if len(self.by_pid) < self.ids_per_batch:
+            raise DatasetError(f"identity sampler: a batch needs {self.ids_per_batch} identities (batch_size "
+                               f"{batch_size} / num_instance {num_instance}) and the training split has "
+                               f"{len(self.by_pid)}; lower batch_size or raise num_instance")
+        self.num_instance = num_instance
 
     def _groups(self, g: torch.Generator) -> dict[int, list[list[int]]]:
         """Each identity's shuffled samples cut into groups of K."""
@@ -45,43 +138,26 @@ class IdentitySampler(Sampler[int]):
             groups[pid] = [order[i:i + k] for i in range(0, len(order) - k + 1, k)]
         return groups
 
-    def _batches(self) -> list[list[int]]:
-        """This rank's batches of the current epoch (cached: ``__len__`` and ``__iter__`` share them)."""
-        if self._cache is None or self._cache[0] != self.epoch:
-            self._cache = (self.epoch, self._make_batches())
-        return self._cache[1]
-
-    def _make_batches(self) -> list[list[int]]:
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
+    def draw_batches(self, g: torch.Generator) -> list[Batch]:
         groups = self._groups(g)
-        batches = []
+        batches: list[Batch] = []
         while len(groups) >= self.ids_per_batch:
             pids = sorted(groups)
             chosen = [pids[i] for i in torch.randperm(len(pids), generator=g)[:self.ids_per_batch].tolist()]
             batch = []
             for pid in chosen:
-                batch += groups[pid].pop()
+                batch.append(groups[pid].pop())
                 if not groups[pid]:
                     del groups[pid]
             batches.append(batch)
-        usable = len(batches) - len(batches) % self.world_size  # every rank gets the same number of batches
-        return batches[self.rank:usable:self.world_size]
-
-    def __iter__(self) -> Iterator[int]:
-        batches = self._batches()
-        self.epoch += 1
-        return iter([i for batch in batches for i in batch])
-
-    def __len__(self) -> int:
-        return len(self._batches()) * self.batch_size
+        left = [group for pid in sorted(groups) for group in groups[pid]]
+        left = [left[i] for i in torch.randperm(len(left), generator=g).tolist()]
+        return batches + [left[i:i + self.ids_per_batch] for i in range(0, len(left), self.ids_per_batch)]
 
 
-def build_train_sampler(sampler: str, pids: Sequence[int], batch_size: int, num_instance: int, seed: int,
-                        generator: torch.Generator, world_size: int = 1, rank: int = 0) -> Sampler[int]:
-    """The configured sampler (cfg.sampler); ``generator`` drives the single-process random sampler."""
+def build_batch_sampler(sampler: str, pids: Sequence[int], batch_size: int, num_instance: int, seed: int,
+                        drop_last: bool, world_size: int = 1, rank: int = 0) -> GlobalBatchSampler:
+    """The configured sampler (cfg.sampler) over the global batch ``batch_size``; this rank's shares."""
     if sampler == "identity":
-        return IdentitySampler(pids, batch_size, num_instance, seed, world_size, rank)
-    if world_size > 1:
-        return DistributedSampler(range(len(pids)), num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
-                                  drop_last=True)
-    return RandomSampler(range(len(pids)), generator=generator)
+        return IdentityBatchSampler(pids, batch_size, num_instance, seed, drop_last, world_size, rank)
+    return RandomBatchSampler(len(pids), batch_size, seed, drop_last, world_size, rank)

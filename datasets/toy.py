@@ -33,7 +33,10 @@ SHORT_LOWER = ("shorts", "skirt")
 SHOE_TYPES = ("shoes", "boots", "sneakers")
 ACCESSORIES = ("none", "backpack", "bag", "hat")
 SUBJECTS = ("man", "woman", "person")
-CAPTIONS_PER_IMAGE = {"CUHK-PEDES": 2, "ICFG-PEDES": 1, "RSTPReid": 2}  # as in the real benchmarks (SPEC 2)
+CAPTIONS_PER_IMAGE = {"CUHK-PEDES": 2, "ICFG-PEDES": 1, "RSTPReid": 2, "custom": 2}  # as in the benchmarks (SPEC 2)
+# The custom layout (datasets/custom.py): <root_dir>/custom/annotations.json with images/ beside it.
+CUSTOM_ANNOTATION = "annotations.json"
+CUSTOM_IMAGE_DIR = "images"
 
 # Body layout as fractions of the figure height (top to bottom) and of the image width.
 HEAD = (0.0, 0.13)
@@ -226,12 +229,14 @@ def _relative_path(dataset_name: str, split: str, pid: int, k: int) -> str:
         return f"{split}/{pid:04d}/{pid:04d}_{k:03d}.png"
     if dataset_name == "RSTPReid":
         return f"{pid:04d}_c{k}_{k:04d}.png"
+    if dataset_name == "custom":
+        return f"{CUSTOM_IMAGE_DIR}/{split}/{pid:04d}_{k:02d}.png"
     return f"toy/{pid:05d}{k:03d}.png"
 
 
 def _record(dataset_name: str, split: str, pid: int, rel: str, captions: list[str]) -> dict:
     """One annotation record in the benchmark's JSON format (SPEC 2)."""
-    if dataset_name == "RSTPReid":
+    if dataset_name in ("RSTPReid", "custom"):
         return {"id": pid, "img_path": rel, "captions": captions, "split": split}
     # CUHK-PEDES and ICFG-PEDES also store each caption's lower-cased words.
     tokens = [[w.strip(".,").lower() for w in c.split()] for c in captions]
@@ -243,7 +248,8 @@ def make_toy_dataset(root_dir: str | Path, dataset_name: str, num_train_ids: int
                      seed: int) -> Path:
     """Write ``<root_dir>/<dataset_name>/`` (imgs/ and the annotation JSON); return that folder.
 
-    Splits the benchmark lacks are skipped (ICFG-PEDES has no val split, SPEC 2).
+    Splits the benchmark lacks are skipped (ICFG-PEDES has no val split, SPEC 2). ``custom`` writes the generic
+    format of datasets/custom.py: ``annotations.json`` with image paths relative to its folder.
     """
     bench = get_benchmark(dataset_name)
     rng = random.Random(seed)
@@ -255,11 +261,12 @@ def make_toy_dataset(root_dir: str | Path, dataset_name: str, num_train_ids: int
         for outfit in make_outfits(n, _colour_pairs(rng), rng):
             for k in range(images_per_id):
                 rel = _relative_path(dataset_name, split, next_pid, k)
-                path = dataset_dir / IMAGE_DIR / rel
+                path = dataset_dir / (rel if dataset_name == "custom" else Path(IMAGE_DIR) / rel)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 render(outfit, tuple(image_size), rng).save(path)
                 captions = [caption(outfit, rng) for _ in range(CAPTIONS_PER_IMAGE[dataset_name])]
                 records.append(_record(dataset_name, split, next_pid, rel, captions))
             next_pid += 1
-    atomic_write_text(dataset_dir / bench.annotation_files[0], json.dumps(records, indent=1))
+    annotation = CUSTOM_ANNOTATION if dataset_name == "custom" else bench.annotation_files[0]
+    atomic_write_text(dataset_dir / annotation, json.dumps(records, indent=1))
     return dataset_dir

@@ -11,6 +11,7 @@ from model.irra import MLMHead, build_cross_attn, build_cross_modal_transformer,
 from model.objectives import compute_aqa, compute_id, compute_mlm, compute_sdm, cosine_matrix
 from model.pretrained import ARCHIVE_EXTRAS, apply_state_dict, pretrained_state_dict
 from model.sgiha import SGIHAHead
+from model.shard import LOCAL, BatchShard
 
 BACKBONE_PREFIX = "backbone."
 # Batch entries each loss reads, besides images, caption_ids and pids.
@@ -18,9 +19,9 @@ LOSS_INPUTS = {"mlm": ("mlm_ids", "mlm_labels"), "aqa": ("question_ids", "questi
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # added by DistributedDataParallel / torch.compile
 
 
-def _accuracy(scores: Tensor, targets: Tensor) -> Tensor:
+def _accuracy(scores: Tensor, targets: Tensor, shard: BatchShard = LOCAL, global_count: int | None = None) -> Tensor:
     """Share of rows whose highest score is at the target, detached (a metric, not a loss)."""
-    return (scores.detach().argmax(dim=-1) == targets).float().mean()
+    return shard.mean((scores.detach().argmax(dim=-1) == targets).float(), global_count)
 
 
 def _split(output: EncoderOutput, sizes: Sequence[int]) -> list[EncoderOutput]:
@@ -35,11 +36,13 @@ class TrainingModel(nn.Module):
 
     Top-level module names are fixed (the optimizer groups match them): ``backbone``, ``classifier``,
     ``cross_attn``, ``cross_modal_transformer``, ``ln_pre_t``, ``ln_pre_i``, ``ln_post``, ``mlm_head``, ``sgiha``.
-    Only the modules of the configured losses are built.
+    Only the modules of the configured losses are built. With ``world_size`` > 1 (data parallelism) every
+    loss covers the global batch (model/shard.py).
     """
 
-    def __init__(self, cfg, num_classes: int):
+    def __init__(self, cfg, num_classes: int, world_size: int = 1, rank: int = 0):
         super().__init__()
+        self.world_size, self.rank = world_size, rank
         self.losses = cfg.losses
         self.loss_weights = {name: float(cfg.loss_weights[name]) for name in self.losses}
         self.logit_scale = 1.0 / cfg.temperature  # SPEC 5: fixed, not learned
@@ -87,19 +90,21 @@ class TrainingModel(nn.Module):
         texts = self._encode_texts(batch, lengths, taps)
         caption = texts["caption_ids"].global_feat
         pids = batch["pids"]
+        shard = BatchShard.of(pids.shape[0], pids.device, self.world_size, self.rank)
         out: dict[str, Tensor] = {}
         if "sdm" in self.losses:
-            out["sdm_loss"] = compute_sdm(image.global_feat, caption, pids, self.logit_scale)
+            out["sdm_loss"] = compute_sdm(image.global_feat, caption, pids, self.logit_scale, shard=shard)
         if "id" in self.losses:
             image_logits, text_logits = self.classifier(image.global_feat), self.classifier(caption)
-            out["id_loss"] = compute_id(image_logits, text_logits, pids)
-            out["img_acc"], out["txt_acc"] = _accuracy(image_logits, pids), _accuracy(text_logits, pids)
+            out["id_loss"] = compute_id(image_logits, text_logits, pids, shard)
+            out["img_acc"], out["txt_acc"] = _accuracy(image_logits, pids, shard), _accuracy(text_logits, pids, shard)
         if "mlm" in self.losses:
-            out["mlm_loss"], out["mlm_acc"] = self._mlm(texts["mlm_ids"].tokens, image.tokens, batch["mlm_labels"])
+            out["mlm_loss"], out["mlm_acc"] = self._mlm(texts["mlm_ids"].tokens, image.tokens, batch["mlm_labels"],
+                                                        shard)
         if "aqa" in self.losses:
             question_mask = batch["question_mask"][:, :texts["question_ids"].tokens.shape[1]]
             out["aqa_loss"], out["aqa_acc"] = self._aqa(image, texts["question_ids"].hidden,
-                                                        texts["answer_ids"].global_feat, question_mask)
+                                                        texts["answer_ids"].global_feat, question_mask, shard)
         for name in self.losses:
             out[f"{name}_loss"] = out[f"{name}_loss"] * self.loss_weights[name]
         return out
@@ -141,35 +146,37 @@ class TrainingModel(nn.Module):
             texts.update(zip(names, _split(output, [batch[n].shape[0] for n in names])))
         return texts
 
-    def _mlm(self, text_tokens: Tensor, image_tokens: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    def _mlm(self, text_tokens: Tensor, image_tokens: Tensor, labels: Tensor,
+             shard: BatchShard) -> tuple[Tensor, Tensor]:
         """IRRA's masked-token prediction (SPEC 5); the vocabulary head sees only the masked positions."""
         x = cross_former(self.cross_attn, self.cross_modal_transformer, self.ln_pre_t(text_tokens),
                          self.ln_pre_i(image_tokens))
         masked = labels != 0
         scores = self.mlm_head(self.ln_post(x[masked]))
         targets = labels[masked]
-        return compute_mlm(scores, targets), _accuracy(scores, targets)
+        positions = shard.count(targets.numel(), targets.device)  # the mean runs over the global batch's masks
+        return compute_mlm(scores, targets, shard, positions), _accuracy(scores, targets, shard, positions)
 
     def _aqa(self, image: EncoderOutput, question_hidden: dict[int, Tensor], answer: Tensor,
-             question_mask: Tensor) -> tuple[Tensor, Tensor]:
+             question_mask: Tensor, shard: BatchShard) -> tuple[Tensor, Tensor]:
         """SG-IHA's attribute question answering loss (SPEC 6.2-6.4) and answer->bridge batch accuracy."""
         visual_hidden = image.hidden
         if self.detach_hidden:  # SPEC 6.2: the release's behaviour, no AQA gradient into the tapped layers
             visual_hidden = {k: v.detach() for k, v in visual_hidden.items()}
             question_hidden = {k: v.detach() for k, v in question_hidden.items()}
         bridge = self.sgiha(image.global_feat, visual_hidden, question_hidden, question_mask)
-        scores = cosine_matrix(answer, bridge)
-        targets = torch.arange(scores.shape[0], device=scores.device)
-        return compute_aqa(answer, bridge, self.aqa_temperature), _accuracy(scores, targets)
+        scores = cosine_matrix(answer, shard.gather(bridge.detach()))
+        targets = torch.arange(scores.shape[0], device=scores.device) + shard.offset
+        return compute_aqa(answer, bridge, self.aqa_temperature, shard), _accuracy(scores, targets, shard)
 
 
-def build_model(cfg, num_classes: int) -> TrainingModel:
+def build_model(cfg, num_classes: int, world_size: int = 1, rank: int = 0) -> TrainingModel:
     """The training model of ``cfg.loss_names``, with OpenAI weights unless ``pretrain_choice`` is none."""
     if cfg.pretrain_choice == "none":
-        return TrainingModel(cfg, num_classes)
+        return TrainingModel(cfg, num_classes, world_size, rank)
     # Weights first: a missing file fails before the model is allocated.
     state = pretrained_state_dict(cfg.pretrain_choice, cfg.pretrain_path)
-    model = TrainingModel(cfg, num_classes)
+    model = TrainingModel(cfg, num_classes, world_size, rank)
     source = f"pretrain_path {cfg.pretrain_path}" if cfg.pretrain_path else f"pretrain_choice {cfg.pretrain_choice}"
     apply_state_dict(model.backbone, state, source, cfg.backbone.pretrain_grid)
     return model

@@ -1,6 +1,8 @@
 """Training objectives: SDM, ID, MLM (SPEC 5) and AQA (SPEC 6.4), each returning a scalar tensor.
 
-Inputs may come out of an autocast region; every loss is computed in float32.
+Inputs may come out of an autocast region; every loss is computed in float32 (float64 inputs stay float64). Under data parallelism the
+``shard`` argument makes each process compute its rows against the whole global batch (model/shard.py); the
+default is the single-process batch.
 """
 from __future__ import annotations
 
@@ -8,42 +10,62 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from model.shard import LOCAL, BatchShard
+
+
+def full_precision(x: Tensor) -> Tensor:
+    """``x`` in float32 at least: half-precision autocast outputs are upcast, float64 is kept."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
 
 def cosine_matrix(queries: Tensor, keys: Tensor) -> Tensor:
-    """[Nq, Nk] cosine similarities, in float32."""
-    return F.normalize(queries.float(), dim=-1) @ F.normalize(keys.float(), dim=-1).t()
+    """[Nq, Nk] cosine similarities, in float32 (or float64)."""
+    return F.normalize(full_precision(queries), dim=-1) @ F.normalize(full_precision(keys), dim=-1).t()
 
 
 def compute_sdm(image_feats: Tensor, text_feats: Tensor, pids: Tensor, logit_scale: float,
-                epsilon: float = 1e-8) -> Tensor:
+                epsilon: float = 1e-8, shard: BatchShard = LOCAL) -> Tensor:
     """Similarity distribution matching: KL(softmax(scaled cosine) || identity-label distribution), both ways."""
-    t2i = logit_scale * cosine_matrix(text_feats, image_feats)
-    same_id = (pids.view(-1, 1) == pids.view(1, -1)).float()
+    all_pids = shard.gather(pids)
+    t2i = logit_scale * cosine_matrix(text_feats, shard.gather(image_feats))
+    i2t = t2i.t() if shard.world_size == 1 else logit_scale * cosine_matrix(image_feats, shard.gather(text_feats))
+    same_id = (pids.view(-1, 1) == all_pids.view(1, -1)).float()
     # Row i of either direction is matched against the samples that share sample i's identity.
     log_target = torch.log(same_id / same_id.sum(dim=1, keepdim=True) + epsilon)
 
     def one_direction(scores: Tensor) -> Tensor:
         log_pred = F.log_softmax(scores, dim=1)
-        return (log_pred.exp() * (log_pred - log_target)).sum(dim=1).mean()
+        return shard.mean((log_pred.exp() * (log_pred - log_target)).sum(dim=1))
 
-    return one_direction(t2i.t()) + one_direction(t2i)
+    return one_direction(i2t) + one_direction(t2i)
 
 
-def compute_id(image_logits: Tensor, text_logits: Tensor, pids: Tensor) -> Tensor:
+def compute_id(image_logits: Tensor, text_logits: Tensor, pids: Tensor, shard: BatchShard = LOCAL) -> Tensor:
     """Identity classification: mean of the image and text cross-entropies (SPEC 5)."""
-    return (F.cross_entropy(image_logits.float(), pids) + F.cross_entropy(text_logits.float(), pids)) / 2
+    image = F.cross_entropy(full_precision(image_logits), pids, reduction="none")
+    text = F.cross_entropy(full_precision(text_logits), pids, reduction="none")
+    return (shard.mean(image) + shard.mean(text)) / 2
 
 
-def compute_mlm(scores: Tensor, labels: Tensor) -> Tensor:
-    """Cross-entropy over the positions whose label is not 0 (SPEC 5).
+def compute_mlm(scores: Tensor, labels: Tensor, shard: BatchShard = LOCAL, global_count: int | None = None) -> Tensor:
+    """Cross-entropy over the positions whose label is not 0 (SPEC 5), averaged over the global batch's.
 
     ``scores`` [..., vocab] and ``labels`` [...]: either every position, or only the masked ones.
+    ``global_count``: the masked positions of all processes, when the caller has counted them already.
     """
-    return F.cross_entropy(scores.float().reshape(-1, scores.shape[-1]), labels.reshape(-1), ignore_index=0)
+    labels = labels.reshape(-1)
+    masked = labels != 0
+    losses = F.cross_entropy(full_precision(scores).reshape(-1, scores.shape[-1])[masked], labels[masked],
+                             reduction="none")
+    if global_count is None:
+        global_count = shard.count(losses.numel(), losses.device)
+    return shard.mean(losses, global_count)
 
 
-def compute_aqa(answer_feats: Tensor, bridge_feats: Tensor, temperature: float) -> Tensor:
+def compute_aqa(answer_feats: Tensor, bridge_feats: Tensor, temperature: float, shard: BatchShard = LOCAL) -> Tensor:
     """Symmetric InfoNCE between answer features and SG-IHA outputs, cosine / temperature (SPEC 6.4)."""
-    scores = cosine_matrix(answer_feats, bridge_feats) / temperature
-    targets = torch.arange(scores.shape[0], device=scores.device)
-    return F.cross_entropy(scores, targets) + F.cross_entropy(scores.t(), targets)
+    scores = cosine_matrix(answer_feats, shard.gather(bridge_feats)) / temperature
+    back = scores.t() if shard.world_size == 1 else cosine_matrix(bridge_feats, shard.gather(answer_feats)) / temperature
+    targets = torch.arange(scores.shape[0], device=scores.device) + shard.offset
+    return (shard.mean(F.cross_entropy(scores, targets, reduction="none"))
+            + shard.mean(F.cross_entropy(back, targets, reduction="none")))

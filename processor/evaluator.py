@@ -10,9 +10,11 @@ from prettytable import PrettyTable
 from torch import nn
 from tqdm import tqdm
 
+from utils.distributed import all_sizes, gather_rows
 from utils.metrics import METRIC_KEYS, retrieval_metrics
 
 logger = logging.getLogger(__name__)
+
 
 @torch.no_grad()
 def encode_loader(encode: Callable[[torch.Tensor], torch.Tensor], loader, device: torch.device,
@@ -27,12 +29,22 @@ def encode_loader(encode: Callable[[torch.Tensor], torch.Tensor], loader, device
     return torch.cat(feats), torch.cat(pids)
 
 
+def _gather(feats: torch.Tensor, pids: torch.Tensor, world_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every process's share of a split, in rank order (the shares are contiguous, so this is the split's order)."""
+    if world_size == 1:
+        return feats, pids
+    sizes = all_sizes(len(pids), feats.device)
+    return gather_rows(feats, sizes), gather_rows(pids, sizes)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, eval_set, device: torch.device, autocast_ctx: Callable[[], ContextManager],
-             chunk_size: int, i2t: bool = False) -> dict[str, float]:
+             chunk_size: int, i2t: bool = False, rank: int = 0) -> dict[str, float] | None:
     """Text-to-image metrics of ``model`` (anything with encode_image / encode_text) on one split.
 
-    With ``i2t`` the image-to-text metrics are added under keys prefixed ``i2t_``.
+    With ``i2t`` the image-to-text metrics are added under keys prefixed ``i2t_``. A split shared by several
+    processes (``eval_set.world_size`` > 1) is encoded share by share; process 0 ranks the gathered features
+    (the same numbers as one process) and the others return None.
     """
     was_training = model.training
     model.eval()
@@ -41,6 +53,10 @@ def evaluate(model: nn.Module, eval_set, device: torch.device, autocast_ctx: Cal
     txt_feats, q_pids = encode_loader(model.encode_text, eval_set.text_loader, device, autocast_ctx,
                                       f"{eval_set.name} captions")
     model.train(was_training)
+    img_feats, g_pids = _gather(img_feats, g_pids, eval_set.world_size)
+    txt_feats, q_pids = _gather(txt_feats, q_pids, eval_set.world_size)
+    if rank != 0:
+        return None
     similarity = txt_feats @ img_feats.t()
     results = retrieval_metrics(similarity, q_pids, g_pids, chunk_size=chunk_size)
     if i2t:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ContextManager
@@ -14,13 +14,18 @@ from torch import nn
 from tqdm import tqdm
 
 from processor.amp import backward_step
-from processor.evaluator import METRIC_KEYS, evaluate, format_table
+from processor.evaluator import evaluate, format_table
 from utils.checkpoint import save_checkpoint
 from utils.config import Config
+from utils.distributed import average_over_ranks
 from utils.io import atomic_write_text
+from utils.metrics import METRIC_KEYS
 from utils.seed import get_rng_states
 
 logger = logging.getLogger(__name__)
+
+LAST_CHECKPOINT, BEST_CHECKPOINT, METRICS_FILE = "last.pth", "best.pth", "metrics.jsonl"
+TOTAL_LOSS = "loss"  # the sum of the weighted losses, logged next to each
 
 
 class NonFiniteLossError(RuntimeError):
@@ -36,18 +41,32 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)   # the rows of metrics.jsonl
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap(model: nn.Module) -> nn.Module:
     """The plain module under DistributedDataParallel / torch.compile wrappers."""
     model = getattr(model, "module", model)
     return getattr(model, "_orig_mod", model)
 
 
+def _step_stats(outputs: dict[str, torch.Tensor], loss: torch.Tensor) -> dict[str, float]:
+    """The step's loss, weighted losses and accuracies, averaged over processes (one transfer, one collective).
+
+    Each process's values are its share of the global batch's (model/shard.py), so their average is the
+    single-process value of the global batch.
+    """
+    keys = [TOTAL_LOSS, *outputs]
+    values = average_over_ranks(torch.stack([loss.detach().float(), *(v.detach().float() for v in outputs.values())]))
+    return dict(zip(keys, values.tolist()))
+
+
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                     device: torch.device, autocast_ctx: Callable[[], ContextManager], epoch: int,
                     log_period: int, show_progress: bool = True) -> dict[str, float]:
-    """Train for one pass over ``loader``; returns the epoch means of every loss and accuracy."""
+    """Train for one pass over ``loader``; returns the epoch means of every loss and accuracy.
+
+    A non-finite loss on any process stops every process at the same step (the check reads averaged values).
+    """
     model.train()
-    sums: dict[str, float] = defaultdict(float)
+    sums: dict[str, float] = {}
     steps = 0
     bar = tqdm(loader, desc=f"epoch {epoch}", dynamic_ncols=True, leave=False, disable=not show_progress)
     for step, batch in enumerate(bar, start=1):
@@ -55,21 +74,20 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         with autocast_ctx():
             outputs = model(batch)
         loss = sum(v for k, v in outputs.items() if k.endswith("_loss"))
-        if not torch.isfinite(loss):
-            parts = {k: float(v.detach()) for k, v in outputs.items() if k.endswith("_loss")}
+        stats = _step_stats(outputs, loss)
+        if not math.isfinite(stats[TOTAL_LOSS]):
+            parts = {k: v for k, v in stats.items() if k.endswith("_loss")}
             raise NonFiniteLossError(f"non-finite loss at epoch {epoch}, step {step}: {parts}")
         backward_step(loss, optimizer, scaler)
         steps += 1
-        for key, value in outputs.items():
-            sums[key] += float(value.detach())
-        sums["loss"] += float(loss.detach())
-        running = {k: sums[k] / steps for k in sums if k.endswith("loss")}
-        bar.set_postfix({k.replace("_loss", ""): f"{v:.3f}" for k, v in running.items()})
+        for key, value in stats.items():
+            sums[key] = sums.get(key, 0.0) + value
+        bar.set_postfix({k.replace("_loss", ""): f"{v / steps:.3f}" for k, v in sums.items() if k.endswith("loss")})
         if step % log_period == 0:
             logger.info("epoch %d step %d/%d %s", epoch, step, len(loader),
                         " ".join(f"{k}={v / steps:.4f}" for k, v in sorted(sums.items())))
     if steps == 0:
-        raise RuntimeError("the training loader yielded no batch: the training split is smaller than batch_size")
+        raise RuntimeError("the training loader yielded no batch")
     return {k: v / steps for k, v in sums.items()}
 
 
@@ -85,9 +103,10 @@ def _metrics_row(epoch: int, lr: float, train_stats: dict[str, float],
     return row
 
 
-def _checkpoint_state(model: nn.Module, optimizer, scheduler, scaler, state: TrainState, cfg: Config) -> dict:
+def resume_state(model: nn.Module, optimizer, scheduler, scaler, state: TrainState, cfg: Config) -> dict:
+    """last.pth: everything a resumed run needs."""
     return {
-        "model": _unwrap(model).state_dict(),
+        "model": unwrap(model).state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(),
@@ -98,6 +117,12 @@ def _checkpoint_state(model: nn.Module, optimizer, scheduler, scaler, state: Tra
         "rng": get_rng_states(),
         "config": cfg.to_dict(),
     }
+
+
+def best_state(checkpoint: dict, results: dict[str, dict[str, float]], select_on: str) -> dict:
+    """best.pth: what evaluation and search need (weights, config, epoch, scores), without optimizer state."""
+    return {"model": checkpoint["model"], "config": checkpoint["config"], "epoch": checkpoint["epoch"],
+            "select_on": select_on, "scores": results}
 
 
 def _scores_at(history: list[dict[str, Any]], epoch: int) -> dict[str, float]:
@@ -127,13 +152,19 @@ def summarize(cfg: Config, state: TrainState) -> str:
     return "\n".join(lines)
 
 
+def last_epoch(cfg: Config) -> int:
+    """The epoch training stops after: num_epoch, or early_stop_epoch when earlier (SPEC 7)."""
+    return cfg.num_epoch if cfg.early_stop_epoch is None else min(cfg.num_epoch, cfg.early_stop_epoch)
+
+
 def fit(cfg: Config, run_dir: Path, model: nn.Module, data, optimizer: torch.optim.Optimizer, scheduler,
         scaler: torch.amp.GradScaler, device: torch.device, autocast_ctx: Callable[[], ContextManager],
-        state: TrainState, is_main: bool = True, writer=None) -> TrainState:
-    """Train from ``state.epoch + 1`` to the last epoch, evaluating and checkpointing on the main process."""
-    last_epoch = cfg.num_epoch if cfg.early_stop_epoch is None else min(cfg.num_epoch, cfg.early_stop_epoch)
-    retrieval = _unwrap(model).backbone
-    for epoch in range(state.epoch + 1, last_epoch + 1):
+        state: TrainState, rank: int = 0, writer=None) -> TrainState:
+    """Train from ``state.epoch + 1`` to the last epoch; every process evaluates its share, process 0 writes."""
+    is_main = rank == 0
+    end = last_epoch(cfg)
+    retrieval = unwrap(model).backbone
+    for epoch in range(state.epoch + 1, end + 1):
         data.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
         start = time.time()
@@ -143,12 +174,14 @@ def fit(cfg: Config, run_dir: Path, model: nn.Module, data, optimizer: torch.opt
         logger.info("epoch %d done in %.1fs, lr %.3g: %s", epoch, time.time() - start, lr,
                     " ".join(f"{k}={v:.4f}" for k, v in sorted(stats.items())))
         results: dict[str, dict[str, float]] = {}
-        if is_main and (epoch % cfg.eval_period == 0 or epoch == last_epoch):
+        if epoch % cfg.eval_period == 0 or epoch == end:
             for split in cfg.eval_splits:
-                if split in data.eval_sets:
-                    results[split] = evaluate(retrieval, data.eval_sets[split], device, autocast_ctx,
-                                              cfg.eval_chunk_size, i2t=cfg.eval_i2t)
-            logger.info("epoch %d evaluation\n%s", epoch, format_table(results))
+                metrics = evaluate(retrieval, data.eval_sets[split], device, autocast_ctx, cfg.eval_chunk_size,
+                                   i2t=cfg.eval_i2t, rank=rank)
+                if metrics is not None:
+                    results[split] = metrics
+            if results:
+                logger.info("epoch %d evaluation\n%s", epoch, format_table(results))
         state.epoch = epoch
         if not is_main:
             continue
@@ -160,16 +193,16 @@ def fit(cfg: Config, run_dir: Path, model: nn.Module, data, optimizer: torch.opt
             for split, metrics in results.items():
                 for key, value in metrics.items():
                     writer.add_scalar(f"{split}/{key}", value, epoch)
-        atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in state.history))
+        atomic_write_text(run_dir / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in state.history))
         selected = results.get(cfg.select_on)
         improved = selected is not None and selected["R1"] > state.best_score
         if improved:
             state.best_score, state.best_epoch = selected["R1"], epoch
-        checkpoint = _checkpoint_state(model, optimizer, scheduler, scaler, state, cfg)
+        checkpoint = resume_state(model, optimizer, scheduler, scaler, state, cfg)
         if improved:
-            save_checkpoint(checkpoint, run_dir / "best.pth")
+            save_checkpoint(best_state(checkpoint, results, cfg.select_on), run_dir / BEST_CHECKPOINT)
             logger.info("new best %s Rank-1 %.2f at epoch %d: saved best.pth", cfg.select_on, state.best_score, epoch)
-        save_checkpoint(checkpoint, run_dir / "last.pth")
+        save_checkpoint(checkpoint, run_dir / LAST_CHECKPOINT, keep_previous=cfg.keep_previous_checkpoint)
     if is_main:
         logger.info("finished.\n%s", summarize(cfg, state))
     return state

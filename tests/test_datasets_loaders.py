@@ -1,11 +1,13 @@
-"""build_dataloaders on the toy dataset: batch contents per loss set, eval sets, samplers, reproducibility."""
+"""build_dataloaders on the toy dataset: batch contents per loss set, eval sets, samplers, per-sample randomness."""
 import logging
+from collections import Counter
 
 import pytest
 import torch
 
+from datasets import DatasetError
 from datasets.build import build_dataloaders
-from datasets.samplers import IdentitySampler, build_train_sampler
+from datasets.samplers import IdentityBatchSampler, RandomBatchSampler
 from utils.config import load_config
 
 SMALL = {"img_size": [32, 16], "batch_size": 8, "test_batch_size": 7, "num_workers": 0}
@@ -27,7 +29,7 @@ def test_train_batch_with_all_losses(toy_root, tokenizer):
     assert bundle.num_classes == 12
     assert (batch["question_ids"] == tokenizer.mask_id).any(dim=1).all()
     assert (batch["answer_ids"][:, 1:4] == tokenizer.mask_id).all()
-    assert len(bundle.train_loader) == 12 * 2 * 2 // 8  # ids x images x captions, drop_last
+    assert len(bundle.train_loader) == 12 * 2 * 2 // 8  # ids x images x captions
 
 
 def test_only_needed_keys(toy_root):
@@ -35,7 +37,7 @@ def test_only_needed_keys(toy_root):
     assert set(batch) == {"images", "caption_ids", "pids", "image_ids"}
 
 
-def test_eval_sets(toy_root, caplog):
+def test_eval_sets(toy_root):
     bundle = build_dataloaders(config(toy_root, dataset_name="RSTPReid"))
     assert set(bundle.eval_sets) == {"val", "test"}
     test = bundle.eval_sets["test"]
@@ -45,50 +47,131 @@ def test_eval_sets(toy_root, caplog):
     assert len(test.img_paths) == 5 * 2 and len(test.captions) == 5 * 2 * 2
     pids, images = next(iter(test.image_loader))
     assert images.shape == (7, 3, 32, 16)
-    with caplog.at_level(logging.WARNING):
-        icfg = build_dataloaders(config(toy_root, dataset_name="ICFG-PEDES"))
-    assert set(icfg.eval_sets) == {"test"} and "no 'val' split" in caplog.text
+    assert set(build_dataloaders(config(toy_root, dataset_name="ICFG-PEDES", eval_splits=["test"])).eval_sets) \
+        == {"test"}
+
+
+def test_a_configured_split_the_dataset_lacks_is_an_error(toy_root):
+    with pytest.raises(DatasetError, match=r"ICFG-PEDES.json: no record has split 'val'.*\['train', 'test'\]"):
+        build_dataloaders(config(toy_root, dataset_name="ICFG-PEDES"))  # eval_splits [val, test] by default
+
+
+def _epoch(loader_or_bundle, epoch):
+    loader_or_bundle.set_epoch(epoch)
+    return list(loader_or_bundle.train_loader)
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_same_seed_same_batches(toy_root, workers):
-    def first_batches():
-        torch.manual_seed(0)  # the main process's RNG drives augmentation when workers == 0
-        loader = build_dataloaders(config(toy_root, num_workers=workers)).train_loader
-        return [b for _, b in zip(range(2), loader)]
-
-    a, b = first_batches(), first_batches()
+def test_batches_depend_on_seed_and_epoch_only(toy_root, workers):
+    reference = build_dataloaders(config(toy_root, num_workers=0))
+    other = build_dataloaders(config(toy_root, num_workers=workers))
+    torch.manual_seed(123)  # the global generator must not matter (evaluation or anything else may draw from it)
+    a = _epoch(reference, 2)
+    torch.manual_seed(7)
+    torch.rand(5)
+    b = _epoch(other, 2)
+    assert len(a) == len(b)
     for x, y in zip(a, b):
         for key in x:
             assert torch.equal(x[key], y[key]), key
-    c = build_dataloaders(config(toy_root, num_workers=workers, seed=1)).train_loader
-    assert not torch.equal(next(iter(c))["pids"], a[0]["pids"])
+    assert not torch.equal(_epoch(reference, 3)[0]["pids"], a[0]["pids"])  # another epoch, another order
+    seed1 = build_dataloaders(config(toy_root, num_workers=0, seed=1))
+    assert not torch.equal(_epoch(seed1, 2)[0]["pids"], a[0]["pids"])
 
 
-def test_identity_sampler_batches_and_ranks():
-    pids = [i // 3 for i in range(30)]  # 10 ids x 3 samples
-    batches = {}
-    for rank in (0, 1):
-        sampler = IdentitySampler(pids, batch_size=4, num_instance=2, seed=0, world_size=2, rank=rank)
-        order = list(sampler)
-        assert len(order) == len(sampler) and len(order) % 4 == 0
-        batches[rank] = [order[i:i + 4] for i in range(0, len(order), 4)]
-        for batch in batches[rank]:
-            counts = sorted([pids[i] for i in batch].count(p) for p in {pids[i] for i in batch})
-            assert counts == [2, 2]  # P = 2 identities x K = 2 instances
-    assert len(batches[0]) == len(batches[1])
-    assert not {tuple(b) for b in batches[0]} & {tuple(b) for b in batches[1]}
-    sampler = IdentitySampler(pids, batch_size=4, num_instance=2, seed=0)
-    assert list(sampler) != list(sampler)  # reshuffled every epoch
-    sampler.set_epoch(3)
-    again = IdentitySampler(pids, batch_size=4, num_instance=2, seed=0)
-    again.set_epoch(3)
-    assert list(sampler) == list(again)
+def test_a_sample_is_the_same_tensor_wherever_it_is_drawn(toy_root):
+    bundle = build_dataloaders(config(toy_root))
+    dataset = bundle.train_set
+    dataset.set_epoch(4)
+    first = dataset[5]
+    for index in (3, 9, 0):  # other samples in between, in any order
+        dataset[index]
+    again = dataset[5]
+    for key in first:
+        assert torch.equal(first[key], again[key]), key
+    dataset.set_epoch(5)
+    changed = dataset[5]
+    assert not torch.equal(first["images"], changed["images"])  # augmentation draws anew each epoch
 
 
-def test_distributed_random_sampler_shards():
-    pids = list(range(20))
-    shards = [list(build_train_sampler("random", pids, 4, 4, 0, torch.Generator(), world_size=2, rank=r))
-              for r in (0, 1)]
-    assert len(shards[0]) == len(shards[1]) == 10
-    assert sorted(shards[0] + shards[1]) == pids
+def _union_of_shares(make, world_size: int, epoch: int = 1) -> list[list[int]]:
+    """The global batches as the union of every rank's shares, step by step, in rank order."""
+    samplers = [make(world_size, rank) for rank in range(world_size)]
+    for s in samplers:
+        s.set_epoch(epoch)
+    lengths = {len(s) for s in samplers}
+    assert len(lengths) == 1  # every rank takes the same number of steps
+    steps = [list(s) for s in samplers]
+    return [sum((steps[r][t] for r in range(world_size)), []) for t in range(lengths.pop())]
+
+
+@pytest.mark.parametrize("num_samples, batch_size", [(70, 8), (64, 8), (41, 64), (9, 4), (7, 4)])
+def test_random_batches_are_the_same_for_any_world_size(num_samples, batch_size):
+    def make(world_size, rank):
+        return RandomBatchSampler(num_samples, batch_size, seed=5, drop_last=False, world_size=world_size, rank=rank)
+
+    single = _union_of_shares(make, 1)
+    assert sorted(i for batch in single for i in batch) == list(range(num_samples))  # every sample, once
+    assert all(len(b) == batch_size for b in single[:-1])
+    for world_size in (2, 4):
+        if 2 <= num_samples % batch_size < world_size:  # the one exception: a last batch too small to share
+            assert _union_of_shares(make, world_size)[-1] == single[-2] + single[-1]
+        else:
+            assert _union_of_shares(make, world_size) == single
+    assert _union_of_shares(make, 1, epoch=2) != single
+
+
+def test_last_batch_rules():
+    def batches(num_samples, drop_last=False, world_size=1):
+        return _union_of_shares(lambda w, r: RandomBatchSampler(num_samples, 8, 0, drop_last, w, r), world_size)
+
+    assert [len(b) for b in batches(17)] == [8, 9]  # one sample left: merged into the previous batch
+    assert [len(b) for b in batches(18)] == [8, 8, 2]
+    assert [len(b) for b in batches(18, drop_last=True)] == [8, 8]
+    assert [len(b) for b in batches(19, world_size=4)] == [8, 11]  # 3 samples cannot give 4 processes one each
+    assert [len(b) for b in batches(5)] == [5]  # a split smaller than the batch trains in one batch
+    with pytest.raises(DatasetError, match="at least 2 samples"):
+        batches(1)
+
+
+def test_identity_batches_are_whole_groups_and_the_same_for_any_world_size():
+    pids = [i // 5 for i in range(50)] + [10] * 2  # 10 ids x 5 samples, one id with 2 (fewer than K: repeated)
+
+    def make(world_size, rank, drop_last=False):
+        return IdentityBatchSampler(pids, batch_size=8, num_instance=2, seed=0, drop_last=drop_last,
+                                    world_size=world_size, rank=rank)
+
+    single = _union_of_shares(make, 1)
+    for batch in single:
+        counts = Counter(pids[i] for i in batch)
+        assert all(c % 2 == 0 for c in counts.values())  # K = 2 instances per identity
+    full = [b for b in single if len(b) == 8]
+    assert all(len(Counter(pids[i] for i in b)) == 4 for b in full[:-1])  # P = 4 identities
+    assert len(single[-1]) < 8  # the leftover groups: a last batch with fewer identities
+    for world_size in (2, 4):
+        union = _union_of_shares(make, world_size)
+        if len(single[-1]) // 2 < world_size:  # fewer groups than processes: merged into the previous batch
+            assert union == single[:-2] + [single[-2] + single[-1]]
+        else:
+            assert union == single
+    samplers = [make(2, rank) for rank in (0, 1)]
+    for share0, share1 in zip(*samplers):  # a process holds whole K-groups
+        assert all(Counter(pids[i] for i in share).most_common()[-1][1] % 2 == 0 for share in (share0, share1))
+    assert all(len(b) == 8 for b in _union_of_shares(lambda w, r: make(w, r, drop_last=True), 1))
+
+
+def test_identity_sampler_sizes_that_do_not_fit():
+    pids = [i // 4 for i in range(40)]
+    with pytest.raises(DatasetError, match="multiple of num_instance 3"):
+        IdentityBatchSampler(pids, 8, 3, 0, False)
+    with pytest.raises(DatasetError, match="do not divide over 3 processes"):
+        IdentityBatchSampler(pids, 8, 2, 0, False, world_size=3)
+    with pytest.raises(DatasetError, match="the training split has 10"):
+        IdentityBatchSampler(pids, 48, 2, 0, False)
+
+
+def test_merged_last_batch_is_logged(toy_root, caplog):
+    with caplog.at_level(logging.INFO):
+        bundle = build_dataloaders(config(toy_root, batch_size=47))  # 48 captions: one left over
+        assert [len(b["pids"]) for b in _epoch(bundle, 1)] == [48]
+    assert "merged into the previous batch" in caplog.text

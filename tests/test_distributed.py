@@ -1,16 +1,37 @@
-"""Two gloo processes on CPU train the tiny demo: identical weights after every step, one set of outputs."""
+"""Data parallelism on CPU (gloo): N processes train exactly the 1-process recipe on the same global batch.
+
+- the gathered losses give every process the gradient of the single-process loss (float64, uneven shares);
+- 2 processes and 1 process train the tiny model step for step to the same weights, losses and metrics
+  (all four losses, augmentation on, random and identity samplers, a partial last batch);
+- the torchrun command line ends with the 1-process run's last.pth;
+- ranks stay in sync, one run folder is written and each evaluation happens once.
+"""
 from __future__ import annotations
 
 import json
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+import train as train_script
+from model.objectives import compute_aqa, compute_id, compute_mlm, compute_sdm
+from model.shard import BatchShard
 from tests.tiny_run import make_tiny_toy, tiny_args
+from utils.checkpoint import load_checkpoint
+from utils.config import CONFIG_DIR
+
+REL_TOL = 1e-5  # float32 summation order aside, the weights of N processes and of one are the same
+# SPEC 7's Adam epsilon. The demo's 1e-8 turns float32 noise into whole steps for the parameters whose true
+# gradient is zero (attention key biases: softmax ignores them), as it does between any two summation orders.
+SPEC_EPS = ["--adam_eps", "1e-3"]
+TOY_SAMPLES = 16 * 2 * 2  # make_tiny_toy: 16 training ids x 2 images x 2 captions
 
 
 def _free_port() -> int:
@@ -19,24 +40,175 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world_size: int, port: int, toy_root: str, out: str, report: str) -> None:
+def _join_group(rank: int, world_size: int, port: int) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world_size), RANK=str(rank),
                       LOCAL_RANK=str(rank))
+
+
+def _flat_weights(optimizer) -> torch.Tensor:
+    return torch.cat([p.detach().flatten().clone() for g in optimizer.param_groups for p in g["params"]])
+
+
+def _record_steps(snapshots: list[torch.Tensor]):
+    """Patch the trainer's backward_step to keep the weights after every step."""
     import processor.trainer as trainer
-    import train
+
+    original = trainer.backward_step
+
+    def step(loss, optimizer, scaler):
+        original(loss, optimizer, scaler)
+        snapshots.append(_flat_weights(optimizer))
+
+    trainer.backward_step = step
+
+
+def _relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+# ---------------------------------------------------------------- gathered losses, float64
+
+
+def _features() -> dict[str, torch.Tensor]:
+    """A global batch of 5 (shares of 3 and 2 rows) with repeated identities, float64."""
+    g = torch.Generator().manual_seed(0)
+    return {"image": torch.randn(5, 6, generator=g, dtype=torch.float64),
+            "text": torch.randn(5, 6, generator=g, dtype=torch.float64),
+            "answer": torch.randn(5, 6, generator=g, dtype=torch.float64),
+            "bridge": torch.randn(5, 6, generator=g, dtype=torch.float64),
+            "image_logits": torch.randn(5, 4, generator=g, dtype=torch.float64),
+            "text_logits": torch.randn(5, 4, generator=g, dtype=torch.float64),
+            "mlm_scores": torch.randn(5, 3, 7, generator=g, dtype=torch.float64),
+            "pids": torch.tensor([0, 2, 0, 1, 2]),
+            "mlm_labels": torch.tensor([[0, 3, 0], [1, 0, 0], [0, 0, 0], [5, 6, 2], [0, 4, 0]])}
+
+
+def _all_losses(f: dict[str, torch.Tensor], shard: BatchShard) -> torch.Tensor:
+    return (compute_sdm(f["image"], f["text"], f["pids"], 50.0, shard=shard)
+            + compute_id(f["image_logits"], f["text_logits"], f["pids"], shard)
+            + compute_mlm(f["mlm_scores"], f["mlm_labels"], shard)
+            + compute_aqa(f["answer"], f["bridge"], 0.04, shard))
+
+
+def _gradient_worker(rank: int, world_size: int, port: int, out: str) -> None:
+    _join_group(rank, world_size, port)
+    dist.init_process_group("gloo")
+    rows = [range(0, 3), range(3, 5)][rank]
+    local = {k: v[rows].clone().requires_grad_(v.is_floating_point()) for k, v in _features().items()}
+    shard = BatchShard.of(len(rows), torch.device("cpu"), world_size, rank)
+    loss = _all_losses(local, shard)
+    loss.backward()
+    grads = {k: v.grad / world_size for k, v in local.items() if v.is_floating_point()}  # DDP averages over ranks
+    torch.save({"loss": loss.detach(), "grads": grads}, Path(out) / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_gathered_losses_give_the_single_process_gradients(tmp_path: Path):
+    mp.spawn(_gradient_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    full = {k: v.clone().requires_grad_(v.is_floating_point()) for k, v in _features().items()}
+    reference = _all_losses(full, BatchShard())  # the single-process losses on the concatenated batch
+    reference.backward()
+    results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    torch.testing.assert_close(sum(r["loss"] for r in results) / 2, reference.detach(), rtol=1e-12, atol=1e-12)
+    for key, value in full.items():
+        if value.is_floating_point():
+            gathered = torch.cat([results[r]["grads"][key] for r in range(2)])
+            torch.testing.assert_close(gathered, value.grad, rtol=1e-10, atol=1e-12, msg=key)
+
+
+# ---------------------------------------------------------------- training, step for step
+
+
+def _train_worker(rank: int, world_size: int, port: int, args: list[str], out: str) -> None:
+    _join_group(rank, world_size, port)
+    snapshots: list[torch.Tensor] = []
+    _record_steps(snapshots)
+    run_dir = train_script.main(args)
+    torch.save({"steps": snapshots, "run_dir": str(run_dir)}, Path(out) / f"rank{rank}.pt")
+
+
+def _train(tmp: Path, args: list[str], world_size: int) -> tuple[list[torch.Tensor], Path]:
+    report = tmp / f"report{world_size}"
+    report.mkdir()
+    if world_size == 1:
+        snapshots: list[torch.Tensor] = []
+        _record_steps(snapshots)
+        return snapshots, train_script.main(args)
+    mp.spawn(_train_worker, args=(world_size, _free_port(), args, str(report)), nprocs=world_size, join=True)
+    ranks = [torch.load(report / f"rank{r}.pt") for r in range(world_size)]
+    for other in ranks[1:]:  # every process holds the same weights after every step
+        assert all(torch.equal(a, b) for a, b in zip(ranks[0]["steps"], other["steps"]))
+    return ranks[0]["steps"], Path(ranks[0]["run_dir"])
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _assert_rows_close(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key, value in a.items():
+        if isinstance(value, dict):
+            _assert_rows_close(value, b[key])
+        else:
+            assert value == pytest.approx(b[key], rel=REL_TOL, abs=1e-6), key
+
+
+@pytest.mark.parametrize("sampler", ["random", "identity"])
+def test_two_processes_train_exactly_as_one(tmp_path: Path, sampler: str):
+    toy = make_tiny_toy(tmp_path / "toy")
+    # global batch 20: three full batches and a partial one of 4 per epoch (random); augmentation on (demo config)
+    extra = [*SPEC_EPS, "--loss_names", "sdm+id+mlm+aqa", "--img_aug", "true", "--sampler", sampler, "--num_instance", "2",
+             "--batch_size", "20" if sampler == "random" else "8", "--test_batch_size", "10"]
+    one_steps, one_dir = _train(tmp_path, tiny_args(toy, tmp_path / "one", *extra), 1)
+    two_steps, two_dir = _train(tmp_path, tiny_args(toy, tmp_path / "two", *extra), 2)
+    if sampler == "random":
+        assert len(one_steps) == 2 * 4  # 2 epochs of 20 + 20 + 20 + 4
+    assert len(one_steps) == len(two_steps) > 0
+    for step, (a, b) in enumerate(zip(two_steps, one_steps), start=1):
+        assert _relative_difference(a, b) < REL_TOL, f"step {step}"
+    rows_one, rows_two = _metrics(one_dir), _metrics(two_dir)
+    assert [r["epoch"] for r in rows_two] == [1, 2]
+    for a, b in zip(rows_two, rows_one):  # logged losses, accuracies, lr and every metric
+        _assert_rows_close(a, b)
+
+
+def test_torchrun_command_line_matches_one_process(tmp_path: Path):
+    toy = make_tiny_toy(tmp_path / "toy")
+    args = [*SPEC_EPS, "--num_epoch", "1", "--batch_size", "16"]
+    one = train_script.main(tiny_args(toy, tmp_path / "one", *args))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(CONFIG_DIR.parent / "train.py"), *tiny_args(toy, tmp_path / "two", *args)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (two,) = list((tmp_path / "two" / "CUHK-PEDES").iterdir())
+    a, b = load_checkpoint(two / "last.pth")["model"], load_checkpoint(one / "last.pth")["model"]
+    assert a.keys() == b.keys()
+    flat = [torch.cat([d[k].flatten().float() for k in sorted(a)]) for d in (a, b)]
+    assert _relative_difference(*flat) < REL_TOL
+    assert "global batch 16: 8 per process x 2 process(es)" in (two / "train.log").read_text()
+
+
+# ---------------------------------------------------------------- ranks in sync, one set of outputs
+
+
+def _sync_worker(rank: int, world_size: int, port: int, toy_root: str, out: str, report: str) -> None:
+    _join_group(rank, world_size, port)
+    import processor.trainer as trainer
 
     original_step = trainer.backward_step
     checks: list[bool] = []
 
     def checked_step(loss, optimizer, scaler):
         original_step(loss, optimizer, scaler)
-        flat = torch.cat([p.detach().flatten() for g in optimizer.param_groups for p in g["params"]])
+        flat = _flat_weights(optimizer)
         gathered = [torch.zeros_like(flat) for _ in range(world_size)]
         dist.all_gather(gathered, flat)
         checks.append(all(torch.equal(gathered[0], g) for g in gathered))
 
     trainer.backward_step = checked_step
-    run_dir = train.main(tiny_args(Path(toy_root), Path(out), "--num_epoch", "2", "--batch_size", "4"))
+    run_dir = train_script.main(tiny_args(Path(toy_root), Path(out), "--num_epoch", "2", "--batch_size", "8"))
     Path(report, f"rank{rank}.json").write_text(json.dumps({"checks": checks, "run_dir": str(run_dir)}))
 
 
@@ -44,16 +216,16 @@ def test_two_process_training_keeps_ranks_in_sync(tmp_path: Path):
     toy_root = make_tiny_toy(tmp_path / "toy")
     out, report = tmp_path / "runs", tmp_path / "report"
     report.mkdir()
-    mp.spawn(_worker, args=(2, _free_port(), str(toy_root), str(out), str(report)), nprocs=2, join=True)
+    mp.spawn(_sync_worker, args=(2, _free_port(), str(toy_root), str(out), str(report)), nprocs=2, join=True)
 
     reports = [json.loads((report / f"rank{r}.json").read_text()) for r in range(2)]
-    # 16 ids x 2 images x 2 captions = 64 samples; 32 per rank; batch 4 -> 8 steps per epoch, 2 epochs
-    assert [len(r["checks"]) for r in reports] == [16, 16]
+    steps = TOY_SAMPLES // 8 * 2  # global batch 8 (4 per process), 2 epochs
+    assert [len(r["checks"]) for r in reports] == [steps, steps]
     assert all(all(r["checks"]) for r in reports)
     assert reports[0]["run_dir"] == reports[1]["run_dir"]
     runs = list((out / "CUHK-PEDES").iterdir())
     assert len(runs) == 1
     files = sorted(p.name for p in runs[0].iterdir())
-    assert files == ["best.pth", "configs.yaml", "last.pth", "metrics.jsonl", "train.log"]
+    assert files == ["best.pth", "configs.yaml", "last.pth", "last_prev.pth", "metrics.jsonl", "train.log"]
     log = (runs[0] / "train.log").read_text()
-    assert log.count("epoch 1 evaluation") == 1 and "global batch 8" in log
+    assert log.count("epoch 1 evaluation") == 1 and "global batch 8: 4 per process x 2 process(es)" in log

@@ -96,7 +96,7 @@ def test_missing_dataset_is_an_error_not_toy_data(tmp_path: Path):
 
 def test_cli_reports_user_errors_in_one_line(tmp_path: Path):
     result = subprocess.run([sys.executable, str(CONFIG_DIR.parent / "train.py"), "--config_file", DEMO,
-                             "--root_dir", str(tmp_path / "missing"), "--toy.generate_if_missing", "false",
+                             "--root_dir", str(tmp_path / "missing"),
                              "--output_dir", str(tmp_path / "out")], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr

@@ -5,6 +5,7 @@ import torch
 
 from model.build import build_model
 from model.objectives import compute_id, compute_sdm
+from model.shard import LOCAL
 from tests.test_model import NUM_CLASSES, RECIPES, tiny_batch, tiny_cfg
 
 TEXT_LENGTH = 20  # longer than tiny_batch's texts (at most 11 positions), so that the padding is long
@@ -19,11 +20,11 @@ def full_length_losses(model, batch) -> dict[str, torch.Tensor]:
            "id_loss": compute_id(model.classifier(image.global_feat), model.classifier(caption), batch["pids"])}
     if "mlm" in model.losses:
         tokens = model.backbone.text_features(batch["mlm_ids"]).tokens
-        out["mlm_loss"] = model._mlm(tokens, image.tokens, batch["mlm_labels"])[0]
+        out["mlm_loss"] = model._mlm(tokens, image.tokens, batch["mlm_labels"], LOCAL)[0]
     if "aqa" in model.losses:
         question = model.backbone.text_features(batch["question_ids"], taps).hidden
         answer = model.backbone.text_features(batch["answer_ids"]).global_feat
-        out["aqa_loss"] = model._aqa(image, question, answer, batch["question_mask"])[0]
+        out["aqa_loss"] = model._aqa(image, question, answer, batch["question_mask"], LOCAL)[0]
     return out
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from datasets.phrases import extract_phrases
+from datasets.phrases import PhraseBackendError, extract_phrases
 
 CAPTIONS = Path(__file__).parent / "data" / "phrase_captions.json"
 DETERMINERS = {"a", "an", "the", "his", "her", "their", "its", "this", "that"}
@@ -48,5 +48,5 @@ def test_deterministic_and_noise_tolerant():
 
 
 def test_unknown_backend():
-    with pytest.raises(ValueError, match="unknown phrase backend"):
+    with pytest.raises(PhraseBackendError, match="phrase_backend = .nope. is not valid"):
         extract_phrases("a red coat", backend="nope")

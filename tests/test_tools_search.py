@@ -27,7 +27,7 @@ from utils.visualize import GridLayout
 TINY = {"img_size": [32, 16], "text_length": 40, "num_workers": 0, "test_batch_size": 4, "device": "cpu",
         "backbone.embed_dim": 16, "backbone.vision_width": 16, "backbone.text_width": 16,
         "backbone.vision_layers": 1, "backbone.text_layers": 1, "backbone.vision_heads": 2,
-        "backbone.text_heads": 2}
+        "backbone.text_heads": 2, "sgiha.layers": [1]}
 COLOUR_NAMES = list(COLOURS)
 _GARMENT = re.compile(r"\b({c}) ({t})\b".format(c="|".join(COLOUR_NAMES),
                                                 t="|".join(sorted(UPPER_TYPES + LOWER_TYPES, key=len, reverse=True))))

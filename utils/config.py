@@ -15,7 +15,7 @@ from typing import Any, Iterable, Sequence
 
 import yaml
 
-from utils.errors import UserError
+from utils.config_rules import ConfigError, check_config
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 BASE_CONFIG = CONFIG_DIR / "base.yaml"
@@ -23,7 +23,7 @@ BASE_CONFIG = CONFIG_DIR / "base.yaml"
 LOSSES = ("sdm", "id", "mlm", "aqa")
 # Enumerated keys and the values they accept.
 CHOICES: dict[str, tuple] = {
-    "dataset_name": ("CUHK-PEDES", "ICFG-PEDES", "RSTPReid"),
+    "dataset_name": ("CUHK-PEDES", "ICFG-PEDES", "RSTPReid", "custom"),
     "amp": ("auto", "fp16", "bf16", "none"),
     "sampler": ("random", "identity"),
     "phrase_backend": ("pattern", "spacy"),
@@ -34,10 +34,10 @@ CHOICES: dict[str, tuple] = {
     "select_on": ("val", "test"),
 }
 SPLITS = ("train", "val", "test")
-
-
-class ConfigError(UserError, ValueError):
-    """A configuration file or override that does not fit the declared keys."""
+# Keys that may be null (besides their values): no weights file, no early stop, no custom annotation, no toy data.
+NULLABLE = ("pretrain_path", "early_stop_epoch", "annotation_file", "toy.generate_in")
+# Keys that hold paths: relative ones are made absolute (against the working directory) by absolute_paths.
+PATH_KEYS = ("root_dir", "output_dir", "pretrain_path", "toy.generate_in")
 
 
 class Config(dict):
@@ -74,6 +74,10 @@ def _read_yaml(path: Path) -> dict:
             data = yaml.safe_load(f) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the config as UTF-8") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
     return data
@@ -109,10 +113,16 @@ def _valid_keys(defaults: dict) -> list[str]:
 
 
 def _check_type(key: str, value: Any, default: Any, source: str) -> Any:
-    """Coerce ``value`` to the type of the declared default, or raise."""
+    """Coerce ``value`` to the type of the declared default, or raise. A null default allows null or a string."""
     if key in CHOICES and value not in CHOICES[key]:
         raise ConfigError(f"{source}: {key} = {value!r} is not valid; choose one of {list(CHOICES[key])}")
-    if default is None or value is None:
+    if value is None:
+        if key not in NULLABLE:
+            raise ConfigError(f"{source}: {key} = null is not allowed; give a value like {default!r}")
+        return value
+    if default is None:  # a path key whose default is null
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{source}: {key} = {value!r} must be a path (a non-empty string) or null")
         return value
     if isinstance(default, bool):
         if not isinstance(value, bool):
@@ -124,7 +134,11 @@ def _check_type(key: str, value: Any, default: Any, source: str) -> Any:
                 value = float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{source}: {key} = {value!r} must be a number")
-        return float(value) if isinstance(default, float) else value
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f"{source}: {key} = {value!r} must be a whole number")
+        return int(value)
     if isinstance(default, list):
         if not isinstance(value, list):
             raise ConfigError(f"{source}: {key} = {value!r} must be a list like {default}")
@@ -159,13 +173,7 @@ def _validate(cfg: Config) -> None:
     unknown = [n for n in cfg.losses if n not in LOSSES]
     if unknown or not cfg.losses:
         raise ConfigError(f"loss_names = {cfg.loss_names!r}: use '+'-joined names from {list(LOSSES)}")
-    for split in cfg.eval_splits:
-        if split not in ("val", "test"):
-            raise ConfigError(f"eval_splits = {cfg.eval_splits}: each must be one of ['val', 'test']")
-    if cfg.select_on not in cfg.eval_splits:
-        raise ConfigError(f"select_on = {cfg.select_on!r} must be one of eval_splits {cfg.eval_splits}")
-    if len(cfg.img_size) != 2:
-        raise ConfigError(f"img_size = {cfg.img_size} must be [height, width]")
+    check_config(cfg, dict(_flatten(cfg)))
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] | dict | None = None) -> Config:
@@ -214,6 +222,21 @@ def _parse_overrides(overrides: Sequence[str] | dict | None) -> dict:
         except yaml.YAMLError as exc:
             raise ConfigError(f"command line: --{key} {raw!r} is not a valid value: {exc}") from exc
     return result
+
+
+def absolute_paths(cfg: Config) -> Config:
+    """``cfg`` with the relative paths of PATH_KEYS made absolute against the working directory.
+
+    A run's configs.yaml then works from any directory (test.py, the tools).
+    """
+    for key in PATH_KEYS:
+        *parents, leaf = key.split(".")
+        node = cfg
+        for part in parents:
+            node = node[part]
+        if node[leaf] is not None:
+            node[leaf] = str(Path(node[leaf]).expanduser().absolute())
+    return cfg
 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:

@@ -1,4 +1,8 @@
-"""Atomic file writes: a reader never sees a half-written file, an interrupted write leaves the old one."""
+"""Atomic file writes: a reader never sees a half-written file, an interrupted write leaves the old one.
+
+Files get the permissions of any file the user creates (0666 minus the umask), so that on shared storage the
+group can read checkpoints, results and phrase copies (a bare temporary file would stay owner-only, 0600).
+"""
 from __future__ import annotations
 
 import os
@@ -8,16 +12,32 @@ from typing import Any, Callable
 
 import torch
 
+FILE_MODE = 0o666  # what open() asks for; the umask removes the bits the user does not want
 
-def _atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+
+def _umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+def _atomic_write(path: str | os.PathLike, write: Callable[[str], None],
+                  keep_previous_as: str | os.PathLike | None = None) -> None:
+    """Write through a temporary file in the same folder, then rename it over ``path``.
+
+    ``keep_previous_as``: the file being replaced is renamed to this name first (a fallback copy).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, FILE_MODE & ~_umask())
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        if keep_previous_as is not None and path.exists():
+            os.replace(path, keep_previous_as)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -33,5 +53,5 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     _atomic_write(path, write)
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+def atomic_torch_save(obj: Any, path: str | os.PathLike, keep_previous_as: str | os.PathLike | None = None) -> None:
+    _atomic_write(path, lambda tmp: torch.save(obj, tmp), keep_previous_as)

@@ -1,15 +1,33 @@
-"""Logging to the console and to <run>/train.log (rank 0 only; other ranks log warnings to the console)."""
+"""Logging to the console and to the run's log file (rank 0 only; other ranks log warnings to the console).
+
+Until the run folder exists (it is made only once every check has passed) records are kept in memory and
+written to the file when it is attached, so a run that fails early leaves no folder and no log behind.
+"""
 from __future__ import annotations
 
 import logging
 import sys
+from logging.handlers import BufferingHandler
 from pathlib import Path
 
 _FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
+PROJECT_LOGGER = "sgiha"
+BUFFER_CAPACITY = 100_000  # records kept before the log file exists (start-up logs a few dozen)
 
 
-def setup_logger(run_dir: str | Path | None = None, rank: int = 0, filename: str = "train.log") -> logging.Logger:
-    """Configure the root logger once per run; returns the project logger 'sgiha'."""
+class _StartupBuffer(BufferingHandler):
+    """Holds records until ``attach_log_file``; never flushes by itself."""
+
+    def shouldFlush(self, record: logging.LogRecord) -> bool:
+        return False
+
+
+def setup_logger(run_dir: str | Path | None = None, rank: int = 0, filename: str = "train.log",
+                 buffer: bool = False) -> logging.Logger:
+    """Configure the root logger once per run; returns the project logger.
+
+    ``buffer``: keep the records until ``attach_log_file`` names the file (``run_dir`` is then None).
+    """
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -19,8 +37,30 @@ def setup_logger(run_dir: str | Path | None = None, rank: int = 0, filename: str
     console.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
     root.addHandler(console)
     if run_dir is not None and rank == 0:
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(Path(run_dir) / filename, encoding="utf-8")
-        file_handler.setFormatter(logging.Formatter(_FORMAT))
-        root.addHandler(file_handler)
-    return logging.getLogger("sgiha")
+        attach_log_file(run_dir, filename)
+    elif buffer and rank == 0:
+        root.addHandler(_StartupBuffer(BUFFER_CAPACITY))
+    return logging.getLogger(PROJECT_LOGGER)
+
+
+def attach_log_file(run_dir: str | Path, filename: str = "train.log") -> None:
+    """Log to ``<run_dir>/<filename>`` from now on, after the records held since start-up."""
+    root = logging.getLogger()
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    file_handler = logging.FileHandler(Path(run_dir) / filename, encoding="utf-8")
+    file_handler.setFormatter(logging.Formatter(_FORMAT))
+    for handler in [h for h in root.handlers if isinstance(h, _StartupBuffer)]:
+        for record in handler.buffer:
+            file_handler.handle(record)
+        root.removeHandler(handler)
+        handler.close()
+    root.addHandler(file_handler)
+
+
+def log_to_file(message: str) -> None:
+    """Write an ERROR line to the log file only (the console already gets the entry point's 'error:' line)."""
+    record = logging.getLogger(PROJECT_LOGGER).makeRecord(PROJECT_LOGGER, logging.ERROR, __file__, 0, message, None,
+                                                         None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)

@@ -1,4 +1,4 @@
-"""Seeding and RNG-state capture, so that a resumed run continues exactly as an uninterrupted one."""
+"""Seeding: derived seeds for every random stream, and RNG-state capture for exact resume."""
 from __future__ import annotations
 
 import random
@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+SEED_BITS = 63  # torch generators take seeds below 2**63
 
 
 def set_seed(seed: int) -> None:
@@ -15,6 +17,17 @@ def set_seed(seed: int) -> None:
     torch.cuda.manual_seed_all(seed)
 
 
+def derive_seed(*keys: int) -> int:
+    """A seed that is a function of ``keys`` alone (e.g. seed, epoch, sample index, stream), well mixed."""
+    state = np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint32)
+    return (int(state[0]) << 32 | int(state[1])) >> (64 - SEED_BITS)
+
+
+def generator(*keys: int) -> torch.Generator:
+    """A CPU torch generator seeded by ``derive_seed(*keys)``."""
+    return torch.Generator().manual_seed(derive_seed(*keys))
+
+
 def get_rng_states() -> dict[str, Any]:
     states: dict[str, Any] = {
         "python": random.getstate(),
@@ -22,13 +35,20 @@ def get_rng_states() -> dict[str, Any]:
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
+        states["cuda"] = torch.cuda.get_rng_state()  # this process's device: a run may resume on fewer GPUs
     return states
 
 
 def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore ``states``; CUDA's when this process has a GPU (older checkpoints hold one state per device)."""
     random.setstate(states["python"])
     np.random.set_state(states["numpy"])
     torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+    cuda = states.get("cuda")
+    if cuda is None or not torch.cuda.is_available():
+        return
+    if isinstance(cuda, (list, tuple)):  # one state per device of the machine that saved it
+        if not cuda:
+            return
+        cuda = cuda[min(torch.cuda.current_device(), len(cuda) - 1)]
+    torch.cuda.set_rng_state(cuda)
