@@ -29,6 +29,7 @@ from utils.cli import run_cli
 from utils.config import Config, absolute_paths, load_config, save_config
 from utils.distributed import cleanup_distributed, env_world_size, init_distributed, per_process
 from utils.errors import UserError, one_line
+from utils.io import remove_stale_temporaries
 from utils.logger import attach_log_file, log_to_file, setup_logger
 from utils.seed import set_rng_states, set_seed
 
@@ -204,6 +205,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     if rank == 0:  # every check passed: only now is the run folder made or changed
         attach_log_file(run_dir)
         save_config(cfg, run_dir / CONFIG_FILE)
+        for stale in remove_stale_temporaries(run_dir):
+            logger.info("removed %s, left by a write that was killed half-way", stale.name)
     logger.info("run folder %s, device %s, amp %s, %d process(es)", run_dir, device, amp, world_size)
 
     train_model = model

@@ -18,6 +18,7 @@ from processor.evaluator import evaluate, format_table
 from utils.checkpoint import save_checkpoint
 from utils.config import Config
 from utils.distributed import average_over_ranks
+from utils.errors import UserError
 from utils.io import atomic_write_text
 from utils.metrics import METRIC_KEYS
 from utils.seed import get_rng_states
@@ -28,7 +29,7 @@ LAST_CHECKPOINT, BEST_CHECKPOINT, METRICS_FILE = "last.pth", "best.pth", "metric
 TOTAL_LOSS = "loss"  # the sum of the weighted losses, logged next to each
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """A loss became inf or nan: training stops instead of silently continuing on garbage."""
 
 
@@ -77,7 +78,8 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         stats = _step_stats(outputs, loss)
         if not math.isfinite(stats[TOTAL_LOSS]):
             parts = {k: v for k, v in stats.items() if k.endswith("_loss")}
-            raise NonFiniteLossError(f"non-finite loss at epoch {epoch}, step {step}: {parts}")
+            raise NonFiniteLossError(f"non-finite loss at epoch {epoch}, step {step}: {parts}; lower lr, or use amp "
+                                     f"bf16 / none instead of fp16, and resume from the last checkpoint")
         backward_step(loss, optimizer, scaler)
         steps += 1
         for key, value in stats.items():

@@ -13,6 +13,7 @@ from typing import Any, Callable
 import torch
 
 FILE_MODE = 0o666  # what open() asks for; the umask removes the bits the user does not want
+TEMP_SUFFIX = ".tmp"  # temporary files are .<name>.<random>.tmp beside their target
 
 
 def _umask() -> int:
@@ -29,7 +30,7 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[str], None],
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
         os.chmod(tmp, FILE_MODE & ~_umask())
@@ -43,6 +44,14 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[str], None],
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that writes killed half-way (SIGKILL, power loss) left in ``folder``."""
+    stale = sorted(Path(folder).glob(f".*{TEMP_SUFFIX}"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -1,0 +1,60 @@
+"""A run killed at any moment (SIGKILL: no cleanup) and resumed ends exactly as an uninterrupted one."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.tiny_run import make_tiny_toy, tiny_args
+from utils.checkpoint import load_checkpoint
+from utils.config import CONFIG_DIR
+
+ROOT = CONFIG_DIR.parent
+STEPS_PER_EPOCH = 16 * 2 * 2 // 16  # make_tiny_toy's 64 captions at batch 16
+EPOCHS = 3
+
+
+def _train(args: list[str], cwd: Path, moment: str | None = None) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(ROOT / "tests" / "killed_run.py"), moment] if moment else \
+        [sys.executable, str(ROOT / "train.py")]
+    return subprocess.run(command + args, capture_output=True, text=True, cwd=cwd)
+
+
+def _only_run(out: Path) -> Path:
+    (run,) = list((out / "CUHK-PEDES").iterdir())
+    return run
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[Path, Path]:
+    """The toy data and an uninterrupted run."""
+    tmp = tmp_path_factory.mktemp("crash")
+    toy = make_tiny_toy(tmp / "toy")
+    result = _train(tiny_args(toy, tmp / "whole", "--num_epoch", str(EPOCHS), "--batch_size", "16"), tmp)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return toy, _only_run(tmp / "whole")
+
+
+@pytest.mark.parametrize("moment", [
+    f"step:{STEPS_PER_EPOCH + 2}",  # mid-epoch 2
+    "save:last.pth:2",  # while the epoch-2 last.pth is being written
+    f"save:last.pth:{EPOCHS}",  # while the last epoch's last.pth is being written
+])
+def test_killed_and_resumed_run_equals_the_uninterrupted_one(reference, tmp_path: Path, moment: str):
+    toy, whole = reference
+    killed = _train(tiny_args(toy, tmp_path / "out", "--num_epoch", str(EPOCHS), "--batch_size", "16"), tmp_path,
+                    moment)
+    assert killed.returncode == -9, killed.stderr[-2000:]  # SIGKILL
+    run = _only_run(tmp_path / "out")
+    assert load_checkpoint(run / "last.pth")["epoch"] < EPOCHS  # the torn write left the previous epoch's file
+    resumed = _train(["--resume", str(run / "last.pth")], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a, b = load_checkpoint(run / "last.pth"), load_checkpoint(whole / "last.pth")
+    assert a["epoch"] == b["epoch"] == EPOCHS
+    for key, value in b["model"].items():
+        assert torch.equal(a["model"][key], value), key  # bit for bit
+    assert (run / "metrics.jsonl").read_text() == (whole / "metrics.jsonl").read_text()
+    assert load_checkpoint(run / "best.pth")["epoch"] == load_checkpoint(whole / "best.pth")["epoch"]
