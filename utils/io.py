@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from safetensors.torch import save_file
 
 
 def _atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
@@ -35,3 +36,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Write ``tensors`` (contiguous, no shared storage) as a safetensors file."""
+    _atomic_write(path, lambda tmp: save_file(tensors, tmp))
