@@ -28,8 +28,8 @@ def toy_root(tmp_path_factory) -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory) -> pathlib.Path:
-    """The run folder of a 2-epoch IRRA + SG-IHA run with the demo's backbone on a tiny toy set (read-only)."""
+    """The run folder of a 1-epoch IRRA + SG-IHA run with the demo's backbone on a tiny toy set (read-only)."""
     import train
 
     toy = make_tiny_toy(tmp_path_factory.mktemp("demo_toy"))
-    return train.main(tiny_args(toy, tmp_path_factory.mktemp("demo_runs"), *DEMO_BACKBONE))
+    return train.main(tiny_args(toy, tmp_path_factory.mktemp("demo_runs"), *DEMO_BACKBONE, "--num_epoch", "1"))
