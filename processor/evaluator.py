@@ -18,10 +18,11 @@ logger = logging.getLogger(__name__)
 
 @torch.no_grad()
 def encode_loader(encode: Callable[[torch.Tensor], torch.Tensor], loader, device: torch.device,
-                  autocast_ctx: Callable[[], ContextManager], desc: str) -> tuple[torch.Tensor, torch.Tensor]:
+                  autocast_ctx: Callable[[], ContextManager], desc: str,
+                  show_progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``encode`` over a loader of (pids, inputs); returns (L2-normalised fp32 features, pids)."""
     feats, pids = [], []
-    for batch_pids, inputs in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
+    for batch_pids, inputs in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, disable=not show_progress):
         with autocast_ctx():
             out = encode(inputs.to(device, non_blocking=True))
         feats.append(F.normalize(out.float(), dim=-1))

@@ -47,6 +47,9 @@ def test_sequence_layout_and_truncation(tokenizer):
     assert ids.shape == (77,)
     assert ids[0] == 49406 and ids[-1] == 49407
     assert ids[1:-1].tolist() == tokenizer.encode(long_text)[:75]
+    # the untruncated length: what fits shows it as its non-padding positions, 120 words are 122 with SOT/EOT
+    assert tokenizer.sequence_length("a red coat") == int((short != 0).sum()) == 5
+    assert tokenizer.sequence_length(long_text) == 122
 
 
 def test_get_tokenizer_is_cached():

@@ -23,3 +23,8 @@ def tiny_args(toy_root: Path, out: Path, *extra: str) -> list[str]:
             "--backbone.vision_width", "32", "--backbone.text_width", "32", "--backbone.vision_layers", "3",
             "--backbone.text_layers", "3", "--backbone.vision_heads", "2", "--backbone.text_heads", "2",
             "--mlm.heads", "2", "--sgiha.heads", "2", "--sgiha.layers", "[1, 2]", *extra]
+
+
+# The demo's backbone and input size (configs/demo.yaml), which tiny_args shrinks: for tests of the trained model.
+DEMO_BACKBONE = ("--img_size", "[64, 32]", "--backbone.embed_dim", "64", "--backbone.vision_width", "64",
+                 "--backbone.text_width", "64", "--backbone.vision_layers", "4", "--backbone.text_layers", "4")

@@ -54,6 +54,10 @@ class Tokenizer:
             ids.extend(self._encode_clean(part))
         return ids
 
+    def sequence_length(self, text: str) -> int:
+        """Positions ``text`` needs with SOT and EOT, before any truncation to a context length."""
+        return len(self.encode(text)) + 2
+
     def decode(self, ids: list[int]) -> str:
         """Text of token ids (padding and SOT/EOT excluded by the caller)."""
         return self._clip.decode(ids)
