@@ -34,6 +34,7 @@ LOCAL_DIR_CONFIG = "open_clip_config.json"  # the config file of open_clip's 'lo
 WEIGHTS_FILE = "open_clip_model.safetensors"  # the first weights name open_clip looks for in such a folder
 RESIZE_MODE = "squash"  # open_clip's name for resizing the whole image to (H, W), as datasets/transforms.py does
 # Characters of a model name: open_clip finds a model config by its file name and turns '/' in a name into '-'.
+RETRIEVAL_LOSSES = "sdm+id"  # the recipe named in an export's config: no training head is built or configured
 NAME_CHARS = "A-Za-z0-9._-"
 NAME_PATTERN = re.compile(f"[A-Za-z0-9][{NAME_CHARS}]*")
 
@@ -124,7 +125,9 @@ def config_from_model_config(model_cfg: Mapping[str, Any], source: str) -> Confi
                     "vision_layers": vision["layers"], "vision_heads": vision["width"] // vision["head_width"],
                     "patch_size": vision["patch_size"], "text_width": text["width"], "text_layers": text["layers"],
                     "text_heads": text["heads"], "vocab_size": text["vocab_size"]}
-        cfg = load_config(None, {"pretrain_choice": "none", "img_size": vision["image_size"],
+        # the retrieval model's config: the backbone alone (no training heads to configure)
+        cfg = load_config(None, {"pretrain_choice": "none", "loss_names": RETRIEVAL_LOSSES,
+                                 "img_size": vision["image_size"],
                                  "stride_size": vision["patch_size"], "text_length": text["context_length"],
                                  "backbone": backbone})
     except (KeyError, TypeError, ZeroDivisionError, ConfigError) as exc:

@@ -147,20 +147,23 @@ def _check_relations(cfg) -> None:
     for width, heads in (("vision_width", "vision_heads"), ("text_width", "text_heads")):
         if b[width] % b[heads]:
             _fail(f"backbone.{heads}", b[heads], f"must divide backbone.{width} = {b[width]}")
-    for section in ("mlm", "sgiha"):
-        if b.embed_dim % cfg[section].heads:
+    for section, loss in (("mlm", "mlm"), ("sgiha", "aqa")):  # a head's settings matter when its loss is trained
+        if loss in losses and b.embed_dim % cfg[section].heads:
             _fail(f"{section}.heads", cfg[section].heads, f"must divide backbone.embed_dim = {b.embed_dim}")
     if cfg.mlm.mask_ratio + cfg.mlm.random_ratio > 1:
         _fail("mlm.random_ratio", cfg.mlm.random_ratio, f"plus mlm.mask_ratio ({cfg.mlm.mask_ratio}) must be <= 1")
-    depth = min(b.vision_layers, b.text_layers)
-    layers = cfg.sgiha.layers
+    if "aqa" in losses:
+        _check_sgiha_layers(cfg.sgiha.layers, min(b.vision_layers, b.text_layers))
+    if cfg.sampler == "identity" and cfg.batch_size % cfg.num_instance:
+        _fail("batch_size", cfg.batch_size, f"must be a multiple of num_instance = {cfg.num_instance} for the "
+                                            "identity sampler (P identities x K instances)")
+
+
+def _check_sgiha_layers(layers: Any, depth: int) -> None:
     ok = isinstance(layers, list) and layers and all(_is_int(v) and 0 <= v <= depth for v in layers)
     if not ok or len(set(layers)) != len(layers):
         _fail("sgiha.layers", layers, f"must be a non-empty list of distinct hidden-state indices in 0..{depth} "
                                       "(0 = input of block 1, i = output of block i)")
-    if cfg.sampler == "identity" and cfg.batch_size % cfg.num_instance:
-        _fail("batch_size", cfg.batch_size, f"must be a multiple of num_instance = {cfg.num_instance} for the "
-                                            "identity sampler (P identities x K instances)")
 
 
 def check_config(cfg, flat: dict[str, Any]) -> None:
