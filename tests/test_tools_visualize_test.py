@@ -27,12 +27,14 @@ def test_queries_are_spread_over_the_captions():
     assert visualize_test.pick_queries(9, 1) == [0]
 
 
-def test_first_hit_rank_matches_a_loop():
+@pytest.mark.parametrize("names", [list(range(7)), [10**12, -3, 0, -(10**15), 2**40, 7, 10**12 + 1]])
+def test_first_hit_rank_matches_a_loop(names):
+    names = torch.tensor(names)  # identity k is called names[k]: any integers work
     generator = torch.Generator().manual_seed(1)
-    g_pids = torch.randint(0, 6, (40,), generator=generator)
+    g_pids = names[torch.randint(0, 6, (40,), generator=generator)]
     for _ in range(20):
         scores = torch.randn(40, generator=generator).round(decimals=1)  # rounding makes ties
-        pid = int(torch.randint(0, 7, (1,), generator=generator))
+        pid = int(names[torch.randint(0, 7, (1,), generator=generator)])
         order = sorted(range(40), key=lambda g: -float(scores[g]))  # stable: ties in gallery order
         expected = next((r + 1 for r, g in enumerate(order) if int(g_pids[g]) == pid), None)
         assert visualize_test.first_hit_rank(scores, g_pids, pid) == expected
