@@ -21,7 +21,7 @@ from tests.tiny_run import DEMO
 from tools import search
 from utils.checkpoint import save_checkpoint
 from utils.config import load_config, save_config
-from utils.tokenizer import get_tokenizer
+from utils.tokenizer import get_tokenizer, tokenize_queries
 from utils.visualize import GridLayout
 
 TINY = {"img_size": [32, 16], "text_length": 40, "num_workers": 0, "test_batch_size": 4, "device": "cpu",
@@ -275,3 +275,20 @@ def test_command_line_with_a_trained_model_layout(toy, gallery, cfg, tmp_path, c
     for path in written:
         with Image.open(path) as picture:
             assert picture.format == "PNG" and picture.size == expected
+
+
+def test_long_queries_are_truncated_with_a_warning(cfg, caplog):
+    tok = get_tokenizer()
+    short = "a man in a red jacket"
+    long = " ".join(["a woman in a beige coat with a green bag"] * 8)
+    length = len(tok.encode(long)) + 2  # with the start and end marks
+    assert length > cfg.text_length
+    with caplog.at_level(logging.WARNING):
+        ids = tokenize_queries([short, long], cfg.text_length)
+    (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]  # for the long query only
+    message = record.getMessage()
+    assert "query truncated" in message and f"has {length} tokens" in message
+    assert f"the {cfg.text_length} the model reads (text_length)" in message
+    assert f"its last {length - cfg.text_length} are dropped" in message
+    assert torch.equal(ids[0], tok(short, cfg.text_length)) and torch.equal(ids[1], tok(long, cfg.text_length))
+    assert int(ids[1, -1]) == tok.eot_id  # truncation keeps the end mark

@@ -6,9 +6,10 @@
 Every image under DIR (jpg, jpeg, png, bmp, webp; sub-folders included) is encoded once; the embeddings are
 cached next to the gallery (``DIR.search_cache.pt``) and reused while the checkpoint, the encoder settings
 and each file's size and modification time stay the same; new or changed files alone are re-encoded.
-Unreadable files are reported by name and skipped. For each query a table (rank, score, path) is printed
-and a PNG grid is written: the query on top, the top-k images with rank and score. Extra ``--key value``
-pairs override the run's config (e.g. ``--device cuda``, ``--test_batch_size 128``).
+Unreadable files are reported by name and skipped. A query longer than the model reads (``text_length``
+tokens) is truncated with a warning. For each query a table (rank, score, path) is printed and a PNG grid
+is written: the query on top, the top-k images with rank and score. Extra ``--key value`` pairs override the
+run's config (e.g. ``--device cuda``, ``--test_batch_size 128``).
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ from utils.io import atomic_torch_save  # noqa: E402
 from utils.logger import setup_logger  # noqa: E402
 from model.api import load_retrieval_model  # noqa: E402
 from utils.runs import default_checkpoint  # noqa: E402
-from utils.tokenizer import get_tokenizer  # noqa: E402
+from utils.tokenizer import tokenize_queries  # noqa: E402
 from utils.visualize import GridLayout, Tile, draw_grid, save_png  # noqa: E402
 
 logger = logging.getLogger("sgiha.search")
@@ -189,9 +190,8 @@ def build_gallery_index(model: nn.Module, root: Path, cfg: Config, device: torch
 @torch.no_grad()
 def encode_queries(model: nn.Module, queries: Sequence[str], cfg: Config, device: torch.device,
                    amp: str) -> torch.Tensor:
-    """L2-normalised text embeddings [Q, D] (float32, CPU) of the queries."""
-    tokenizer = get_tokenizer()
-    ids = torch.stack([tokenizer(q, context_length=cfg.text_length) for q in queries]).to(device)
+    """L2-normalised text embeddings [Q, D] (float32, CPU) of the queries (truncated to text_length tokens)."""
+    ids = tokenize_queries(queries, cfg.text_length).to(device)
     with autocast(device, amp):
         out = model.encode_text(ids)
     return F.normalize(out.float(), dim=-1).cpu()
