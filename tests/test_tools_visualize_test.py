@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from datasets.bases import DatasetError
 from datasets.toy import make_toy_dataset
 from datasets.transforms import build_transform
 from tests.test_tools_search import TINY, OutfitModel, outfit_vector
@@ -91,6 +92,6 @@ def test_a_run_without_test_split_is_a_clear_error(tmp_path):
     make_toy_dataset(tmp_path / "toy", "CUHK-PEDES", num_train_ids=2, num_val_ids=1, num_test_ids=0,
                      images_per_id=1, image_size=[32, 16], seed=0)
     cfg = load_config(DEMO, {**TINY, "root_dir": str(tmp_path / "toy")})
-    with pytest.raises(ValueError, match="no record has split 'test'"):
+    with pytest.raises(DatasetError, match="no record has split 'test'"):
         visualize_test.load_test_split(cfg)
 
