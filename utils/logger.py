@@ -6,15 +6,22 @@ import sys
 from pathlib import Path
 
 _FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
+_WARNING_FORMAT = "warning: %(message)s"  # the tools' warnings, in the style of their 'error: ...' line
 
 
-def setup_logger(run_dir: str | Path | None = None, rank: int = 0, filename: str = "train.log") -> logging.Logger:
-    """Configure the root logger once per run; returns the project logger 'sgiha'."""
+def _bare_root(level: int) -> logging.Logger:
+    """The root logger at ``level`` without handlers: a second setup replaces the first."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
         handler.close()
-    root.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    root.setLevel(level)
+    return root
+
+
+def setup_logger(run_dir: str | Path | None = None, rank: int = 0, filename: str = "train.log") -> logging.Logger:
+    """Configure the root logger once per run; returns the project logger 'sgiha'."""
+    root = _bare_root(logging.INFO if rank == 0 else logging.WARNING)
     console = logging.StreamHandler(sys.stdout)
     console.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
     root.addHandler(console)
@@ -24,3 +31,10 @@ def setup_logger(run_dir: str | Path | None = None, rank: int = 0, filename: str
         file_handler.setFormatter(logging.Formatter(_FORMAT))
         root.addHandler(file_handler)
     return logging.getLogger("sgiha")
+
+
+def setup_warning_logger() -> None:
+    """Warnings only, as 'warning: ...' lines on stderr: for tools whose stdout is their result (a table)."""
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter(_WARNING_FORMAT))
+    _bare_root(logging.WARNING).addHandler(console)
