@@ -106,11 +106,14 @@ def world(tmp_path_factory) -> dict[str, Path]:
     return paths
 
 
-def snapshot(world: dict[str, Path]) -> dict[str, tuple[int, int]]:
-    """(mtime in ns, size) of everything under the world folder, and the repository's top-level entries (the
-    tools' default output names are relative to the working folder)."""
-    entries = list(world["root"].rglob("*")) + list(REPO.iterdir())
-    return {str(p): (p.stat().st_mtime_ns, p.stat().st_size) for p in entries}
+def snapshot(world: dict[str, Path]) -> dict[str, tuple[int, int] | None]:
+    """(mtime in ns, size) of everything under the world folder and of the repository's top-level files (the
+    tools' default output names are relative to the working folder); the repository's folders by name only,
+    as Python may add a __pycache__ to them."""
+    stamps: dict[str, tuple[int, int] | None] = {str(p): None for p in REPO.iterdir() if p.is_dir()}
+    for path in [*world["root"].rglob("*"), *(p for p in REPO.iterdir() if not p.is_dir())]:
+        stamps[str(path)] = (path.stat().st_mtime_ns, path.stat().st_size)
+    return stamps
 
 
 def fill(template: str, world: dict[str, Path]) -> str:
