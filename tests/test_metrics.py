@@ -1,8 +1,14 @@
 """utils.metrics.retrieval_metrics against a loop-based reference written here (SPEC 8 definitions)."""
+from collections import Counter
+
 import pytest
 import torch
 
+from processor.evaluator import chance_rank1
 from utils.metrics import retrieval_metrics
+
+# Identities as benchmarks or users may number them: huge, negative, far apart.
+ODD_IDS = torch.tensor([10**12, -7, 0, 2**40 + 3, -(10**15), 5, 987654321012, -1, 10**12 + 1])
 
 
 def reference_metrics(similarity: torch.Tensor, q_pids: torch.Tensor, g_pids: torch.Tensor,
@@ -113,3 +119,32 @@ def test_nan_is_an_error():
 def test_bad_shapes_are_errors(similarity, q_pids, g_pids):
     with pytest.raises(ValueError, match="similarity|q_pids"):
         retrieval_metrics(similarity, q_pids, g_pids)
+
+
+def test_any_integer_ids_give_the_same_metrics():
+    similarity, q_pids, g_pids = random_problem(5)
+    odd_q, odd_g = ODD_IDS[q_pids], ODD_IDS[g_pids]  # the same identities under other names
+    got = retrieval_metrics(similarity, odd_q, odd_g, chunk_size=7)
+    assert_same(got, reference_metrics(similarity, odd_q, odd_g))
+    assert_same(got, retrieval_metrics(similarity, q_pids, g_pids))
+
+
+def test_int32_gallery_ids_are_not_matched_to_wrapped_int64_query_ids():
+    # 2**32 + 7 wraps to 7 in int32: comparing in the gallery's dtype would call it a positive of identity 7.
+    with pytest.raises(ValueError, match="no positive in the gallery"):
+        retrieval_metrics(torch.rand(2, 3), torch.tensor([7, 2**32 + 7]), torch.tensor([7, 1, 7], dtype=torch.int32))
+
+
+def chance_by_hand(q_pids: list[int], g_pids: list[int]) -> float:
+    per_identity = Counter(g_pids)
+    return 100.0 * sum(per_identity[q] / len(g_pids) for q in q_pids) / len(q_pids)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_chance_rank1_counts_positives_of_any_integer_ids(seed):
+    _, q_pids, g_pids = random_problem(seed)
+    for names in (torch.arange(len(ODD_IDS)), ODD_IDS):
+        q, g = names[q_pids], names[g_pids]
+        assert chance_rank1(q, g) == pytest.approx(chance_by_hand(q.tolist(), g.tolist()), rel=1e-12)
+    # a query identity absent from the gallery counts as zero positives
+    assert chance_rank1(torch.tensor([-(10**15), 3]), torch.tensor([3, 3, 10**12, 4])) == pytest.approx(25.0)

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from tools import plot_curves
-from utils.runs import RunError
+from utils.runs import RunError, usable_runs
 
 
 def write_run(folder: Path, rows: list[dict]) -> Path:
@@ -67,7 +68,38 @@ def test_labels_and_errors(tmp_path):
     bad = tmp_path / "20240101_120000_b"
     bad.mkdir()
     (bad / "metrics.jsonl").write_text('{"epoch": 1, "loss": 2}\nnot json\n')
-    with pytest.raises(RunError, match=r"metrics.jsonl: line 2 is not valid JSON"):
-        plot_curves.main([str(good), str(bad)])
-    with pytest.raises(RunError, match="not a run folder"):
+    with pytest.raises(RunError, match=r"no usable run folder among the 2 given"):
+        plot_curves.main([str(bad), str(tmp_path / "nope")])
+    with pytest.raises(RunError, match="no usable run folder"):
         plot_curves.main([str(tmp_path)])
+
+
+def test_incomplete_runs_are_skipped_with_a_warning(tmp_path, caplog):
+    good = write_run(tmp_path / "20240101_120000_a", baseline_rows())
+    torn = write_run(tmp_path / "20240101_120000_torn", [])
+    (torn / "metrics.jsonl").write_text('{"epoch": 1, "loss": 2}\nnot json\n')
+    empty = write_run(tmp_path / "20240101_120000_empty", [])
+    no_metrics = tmp_path / "20240101_120000_started"
+    no_metrics.mkdir()
+    (no_metrics / "configs.yaml").write_text("name: started\n")
+    binary = write_run(tmp_path / "20240101_120000_binary", [])
+    (binary / "metrics.jsonl").write_bytes(b"\xff\xfe\x00\x81")
+    folders = [torn, good, tmp_path / "nope", empty, no_metrics, binary]
+    with caplog.at_level(logging.WARNING):
+        usable = usable_runs(folders, plot_curves.read_curves)
+    assert list(usable) == [1] and usable[1] == baseline_rows()
+    reasons = {"torn": "line 2 is not valid JSON", "nope": "not a folder", "empty": "no epoch logged yet",
+               "started": "metrics.jsonl: not found", "binary": "not UTF-8 text"}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == len(reasons)
+    for warning, (folder, reason) in zip(warnings, reasons.items()):
+        assert warning.startswith("skipping ") and folder in warning.split(":")[0] and reason in warning
+
+
+def test_labels_follow_the_runs_left(tmp_path, monkeypatch):
+    good = write_run(tmp_path / "20240101_120000_a", baseline_rows())
+    other = write_run(tmp_path / "20240101_120000_b", sgiha_rows())
+    drawn = {}
+    monkeypatch.setattr(plot_curves, "plot_runs", lambda runs, labels, out: drawn.update(labels=labels, out=out))
+    plot_curves.main([str(good), str(tmp_path / "nope"), str(other), "--labels", "A", "gone", "B"])
+    assert drawn == {"labels": ["A", "B"], "out": Path("curves.png")}  # several runs asked for: the shared name

@@ -21,7 +21,7 @@ from tests.tiny_run import DEMO
 from tools import search
 from utils.checkpoint import save_checkpoint
 from utils.config import load_config, save_config
-from utils.tokenizer import get_tokenizer
+from utils.tokenizer import get_tokenizer, tokenize_queries
 from utils.visualize import GridLayout
 
 TINY = {"img_size": [32, 16], "text_length": 40, "num_workers": 0, "test_batch_size": 4, "device": "cpu",
@@ -212,13 +212,15 @@ def test_unreadable_images_are_skipped_with_a_warning(toy, gallery, cfg, checkpo
 def test_a_gallery_without_readable_images_is_an_error(tmp_path, cfg, checkpoint):
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(FileNotFoundError, match="no image files"):
+    with pytest.raises(search.SearchError, match="no image files"):
         search.list_gallery(empty)
     (empty / "bad.png").write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="none of its 1 image files could be read"):
+    with pytest.raises(search.SearchError, match="none of its 1 image files could be read"):
         _index(OutfitModel(torch.zeros(1, 3 * 32 * 16), torch.zeros(1, 4)), empty, cfg, checkpoint)
-    with pytest.raises(NotADirectoryError, match="missing"):
+    with pytest.raises(search.SearchError, match="missing: no such folder"):
         search.list_gallery(tmp_path / "missing")
+    with pytest.raises(search.SearchError, match="bad.png: not a folder"):
+        search.list_gallery(empty / "bad.png")
 
 
 def test_output_names_and_query_file(tmp_path):
@@ -230,8 +232,11 @@ def test_output_names_and_query_file(tmp_path):
     args = search.parse_args(["--config_file", "c", "--gallery", "g", "--query", "a hat", "--queries",
                               str(queries)])[0]
     assert search.read_queries(args) == ["a hat", "red coat", "blue jeans"]
-    with pytest.raises(ValueError, match="no query"):
+    with pytest.raises(search.SearchError, match="no query"):
         search.read_queries(search.parse_args(["--config_file", "c", "--gallery", "g"])[0])
+    queries.write_bytes("café au lait\n".encode("latin-1"))
+    with pytest.raises(search.SearchError, match=r"--queries .*q.txt: not UTF-8 text .* save it as UTF-8"):
+        search.read_queries(args)
 
 
 def test_command_line_with_a_trained_model_layout(toy, gallery, cfg, tmp_path, capsys):
@@ -275,3 +280,33 @@ def test_command_line_with_a_trained_model_layout(toy, gallery, cfg, tmp_path, c
     for path in written:
         with Image.open(path) as picture:
             assert picture.format == "PNG" and picture.size == expected
+
+
+def test_a_cache_that_cannot_be_written_only_warns(toy, gallery, cfg, checkpoint, tmp_path, caplog):
+    _, pid_of, captions = toy
+    model = outfit_model(gallery, pid_of, captions, cfg)
+    blocker = tmp_path / "a file"
+    blocker.write_text("the cache's folder would have to be here")
+    key = search.encoder_key(cfg, checkpoint, "none")
+    with caplog.at_level(logging.WARNING):
+        index = search.build_gallery_index(model, gallery, cfg, torch.device("cpu"), "none", key,
+                                           blocker / "cache.pt")
+    assert index.paths == sorted(pid_of)
+    assert "could not write the gallery cache" in caplog.text and "--cache" in caplog.text
+
+
+def test_long_queries_are_truncated_with_a_warning(cfg, caplog):
+    tok = get_tokenizer()
+    short = "a man in a red jacket"
+    long = " ".join(["a woman in a beige coat with a green bag"] * 8)
+    length = len(tok.encode(long)) + 2  # with the start and end marks
+    assert length > cfg.text_length
+    with caplog.at_level(logging.WARNING):
+        ids = tokenize_queries([short, long], cfg.text_length)
+    (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]  # for the long query only
+    message = record.getMessage()
+    assert "query truncated" in message and f"has {length} tokens" in message
+    assert f"the {cfg.text_length} the model reads (text_length)" in message
+    assert f"its last {length - cfg.text_length} are dropped" in message
+    assert torch.equal(ids[0], tok(short, cfg.text_length)) and torch.equal(ids[1], tok(long, cfg.text_length))
+    assert int(ids[1, -1]) == tok.eot_id  # truncation keeps the end mark

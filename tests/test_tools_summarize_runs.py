@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from tools import summarize_runs
 from utils.config import load_config, save_config
-from utils.runs import RunError, read_test_scores, run_label, seed_groups, unique_labels
+from utils.runs import RunError, read_test_scores, run_config, run_label, seed_groups, unique_labels
 
 KEYS = ("R1", "R5", "R10", "mAP", "mINP")
 
@@ -66,10 +67,12 @@ def test_per_run_rows_and_seed_group_mean_std(runs):
 
 
 def test_seed_groups_ignore_only_the_seed(runs, tmp_path):
-    assert seed_groups(runs) == [[0, 1, 2], [3]]
+    configs = [run_config(r) for r in runs]
+    assert seed_groups(configs) == [[0, 1, 2], [3]]
     renamed = make_run(tmp_path, "20240106_120000_irra_sgiha", {"seed": 4, "name": "irra_sgiha",
                                                                 "lr": 2e-5}, scores(1.0))
-    assert seed_groups(runs + [renamed]) == [[0, 1, 2], [3], [4]]
+    assert seed_groups(configs + [run_config(renamed)]) == [[0, 1, 2], [3], [4]]
+    assert seed_groups([configs[0], None, None, configs[1]]) == [[0, 3], [1], [2]]  # no config: alone
 
 
 def test_no_group_table_without_repeated_seeds(runs):
@@ -96,5 +99,39 @@ def test_labels_and_clear_errors(tmp_path, runs):
     (bare / "test_results.json").write_text('{"R1": 1.0}')
     with pytest.raises(RunError, match=r"test_results.json: missing or non-numeric \['R5'"):
         read_test_scores(bare)
-    with pytest.raises(RunError, match="not a folder"):
+    with pytest.raises(RunError, match="no usable run folder among the 1 given"):
         summarize_runs.main([str(tmp_path / "nope")])
+
+
+def test_nested_results_and_only_the_runs_own_file(tmp_path):
+    run = make_run(tmp_path, "20240101_000000_n", {}, rows=[{"epoch": 1, **scores(30.0)}])
+    nested = {"dataset": "CUHK-PEDES", "split": "test", "checkpoint": "best.pth", "epoch": 4,
+              "metrics": scores(55.0)}
+    (run / "test_results_ICFG-PEDES.json").write_text(json.dumps({**nested, "metrics": scores(11.0)}))
+    assert read_test_scores(run).metrics["R1"] == 30.0  # another dataset's file is not this run's score
+    (run / "test_results.json").write_text(json.dumps(nested))
+    got = read_test_scores(run)
+    assert got.metrics == {k: float(v) for k, v in scores(55.0).items()} and got.source == "test_results.json"
+
+
+def test_incomplete_runs_are_skipped_with_a_warning(runs, tmp_path, caplog):
+    not_evaluated = make_run(tmp_path, "20240107_000000_irra_sgiha", {"seed": 9, "name": "irra_sgiha"})
+    corrupt = make_run(tmp_path, "20240108_000000_irra_sgiha", {"seed": 8, "name": "irra_sgiha"}, scores(1.0))
+    (corrupt / "test_results.json").write_text('{"R1": 50.0, "R5"')  # cut short
+    bad_config = make_run(tmp_path, "20240109_000000_irra_sgiha", {"seed": 7}, scores(1.0))
+    (bad_config / "configs.yaml").write_bytes(b"seed: \xe9\n")
+    lone_file = tmp_path / "notes.txt"
+    lone_file.write_text("not a run")
+    given = [runs[0], not_evaluated, runs[1], corrupt, lone_file, bad_config, runs[2]]
+    with caplog.at_level(logging.WARNING):
+        text = summarize_runs.summarize([str(r) for r in given])
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    expected = [(not_evaluated, "no test_results.json and no evaluated test epoch"),
+                (corrupt, "test_results.json: not valid JSON"), (lone_file, "not a folder"),
+                (bad_config, "configs.yaml: not UTF-8 text")]
+    assert len(warnings) == len(expected)
+    for warning, (folder, reason) in zip(warnings, expected):
+        assert warning.startswith(f"skipping {folder}: ") and reason in warning
+    assert [r[0] for r in table_rows(text, "2024")] == [r.name for r in runs[:3]]
+    (group,) = table_rows(text, "irra_sgiha")  # the three complete seeds still form their group
+    assert group[1:4] == ["1, 2, 3", "3", "62.00 ± 2.00"]

@@ -1,4 +1,5 @@
-"""utils/visualize.py: grid geometry known in advance, frames where and in the colour asked, text cut to fit."""
+"""utils/visualize.py: grid geometry known in advance, frames where and in the colour asked, text cut to fit,
+accented letters drawn."""
 from __future__ import annotations
 
 from PIL import Image
@@ -53,3 +54,16 @@ def test_wrap_text_fits_the_width_and_cuts_with_an_ellipsis():
     assert all(font.getlength(line) <= 150 for line in lines)
     assert " ".join(lines).startswith("a man with short black hair")
     assert wrap_text("first\nsecond", font, 500, max_lines=3) == ["first", "second"]
+
+
+def _glyph(font, text: str) -> tuple[tuple[int, int], bytes]:
+    mask = font.getmask(text)
+    return mask.size, bytes(mask)
+
+
+def test_accented_letters_are_drawn_not_boxed():
+    font = load_font(13)
+    missing = _glyph(font, "\U0010fffd")  # a private-use code point no font draws: the missing-glyph box
+    for plain, accented in [("e", "ë"), ("e", "é"), ("n", "ñ"), ("O", "Ø"), ("a", "å")]:
+        assert _glyph(font, accented) != missing, accented
+        assert _glyph(font, accented) != _glyph(font, plain), accented

@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from datasets.bases import DatasetError
 from datasets.toy import make_toy_dataset
 from datasets.transforms import build_transform
 from tests.test_tools_search import TINY, OutfitModel, outfit_vector
@@ -27,12 +28,14 @@ def test_queries_are_spread_over_the_captions():
     assert visualize_test.pick_queries(9, 1) == [0]
 
 
-def test_first_hit_rank_matches_a_loop():
+@pytest.mark.parametrize("names", [list(range(7)), [10**12, -3, 0, -(10**15), 2**40, 7, 10**12 + 1]])
+def test_first_hit_rank_matches_a_loop(names):
+    names = torch.tensor(names)  # identity k is called names[k]: any integers work
     generator = torch.Generator().manual_seed(1)
-    g_pids = torch.randint(0, 6, (40,), generator=generator)
+    g_pids = names[torch.randint(0, 6, (40,), generator=generator)]
     for _ in range(20):
         scores = torch.randn(40, generator=generator).round(decimals=1)  # rounding makes ties
-        pid = int(torch.randint(0, 7, (1,), generator=generator))
+        pid = int(names[torch.randint(0, 7, (1,), generator=generator)])
         order = sorted(range(40), key=lambda g: -float(scores[g]))  # stable: ties in gallery order
         expected = next((r + 1 for r, g in enumerate(order) if int(g_pids[g]) == pid), None)
         assert visualize_test.first_hit_rank(scores, g_pids, pid) == expected
@@ -89,6 +92,6 @@ def test_a_run_without_test_split_is_a_clear_error(tmp_path):
     make_toy_dataset(tmp_path / "toy", "CUHK-PEDES", num_train_ids=2, num_val_ids=1, num_test_ids=0,
                      images_per_id=1, image_size=[32, 16], seed=0)
     cfg = load_config(DEMO, {**TINY, "root_dir": str(tmp_path / "toy")})
-    with pytest.raises(ValueError, match="no record has split 'test'"):
+    with pytest.raises(DatasetError, match="no record has split 'test'"):
         visualize_test.load_test_split(cfg)
 

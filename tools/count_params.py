@@ -17,6 +17,7 @@ from prettytable import PrettyTable
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from model.build import TrainingModel, build_retrieval_model  # noqa: E402
+from utils.cli import run_cli  # noqa: E402
 from utils.config import load_config  # noqa: E402
 
 IRRA_MODULES = ("cross_attn", "cross_modal_transformer", "ln_pre_t", "ln_pre_i", "ln_post", "mlm_head")
@@ -63,4 +64,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

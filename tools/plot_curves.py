@@ -4,7 +4,8 @@
 
 Several runs are overlaid, one colour each, labelled with their folder names without the timestamp (the
 config's ``name``; full folder names when those clash), for ablations. Default output: ``<run>/curves.png``
-for one run, ``curves.png`` in the current folder for several.
+for one run, ``curves.png`` in the current folder for several. A folder without a usable metrics.jsonl (not a
+run, no epoch logged yet, a corrupt file) is skipped with a warning; no usable folder at all is an error.
 """
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from utils.runs import check_run_dir, read_metrics, unique_labels  # noqa: E402
+from utils.cli import run_cli  # noqa: E402
+from utils.logger import setup_warning_logger  # noqa: E402
+from utils.runs import METRICS_FILE, RunError, check_run_dir, read_metrics, unique_labels, usable_runs  # noqa: E402
 
 PANEL_COLUMNS = 3
 PANEL_SIZE = (4.0, 3.0)  # inches (width, height) of one panel
@@ -32,6 +35,14 @@ LR_KEY = "lr"
 RETRIEVAL_KEYS = ("R1", "mAP")  # SPEC 8 metrics worth a curve
 EVAL_STYLES = {"test": ("-", "solid"), "val": ("--", "dashed")}  # line style per evaluated split, and its name
 CURVES_FILE = "curves.png"  # default output name
+
+
+def read_curves(run_dir: Path) -> list[dict[str, Any]]:
+    """The metrics rows of a run folder; a RunError when it is no run or has logged no epoch yet."""
+    rows = read_metrics(check_run_dir(run_dir))
+    if not rows:
+        raise RunError(f"{run_dir / METRICS_FILE}: no epoch logged yet")
+    return rows
 
 
 def _logged(runs: Sequence[list[dict[str, Any]]], key: str, splits: Sequence[str] = ("test",)) -> bool:
@@ -77,7 +88,7 @@ def plot_runs(runs: Sequence[list[dict[str, Any]]], labels: Sequence[str], out: 
     """Draw every panel with one line per run (dashed: val split) and save the PNG."""
     keys = panel_keys(runs)
     if not keys:
-        raise ValueError("nothing to plot: the metrics files hold no loss, lr, R1 or mAP values")
+        raise RunError(f"nothing to plot: the {METRICS_FILE} files hold no loss, lr, R1 or mAP values")
     rows_count = max(1, -(-len(keys) // PANEL_COLUMNS))
     fig, axes = plt.subplots(rows_count, PANEL_COLUMNS, figsize=figure_size(len(keys)), dpi=DPI, squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -119,14 +130,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
-    """Plot; returns the PNG written."""
+    """Plot the usable runs (the others are skipped with a warning); returns the PNG written."""
     args = parse_args(argv)
-    run_dirs = [check_run_dir(r) for r in args.runs]
-    out = Path(args.out) if args.out else (run_dirs[0] / CURVES_FILE if len(run_dirs) == 1 else Path(CURVES_FILE))
-    path = plot_runs([read_metrics(d) for d in run_dirs], args.labels or unique_labels(run_dirs), out)
+    setup_warning_logger()
+    usable = usable_runs(args.runs, read_curves)
+    run_dirs = [Path(args.runs[i]) for i in usable]
+    labels = [args.labels[i] for i in usable] if args.labels else unique_labels(run_dirs)
+    out = Path(args.out) if args.out else (run_dirs[0] / CURVES_FILE if len(args.runs) == 1 else Path(CURVES_FILE))
+    path = plot_runs(list(usable.values()), labels, out)
     print(f"wrote {path}")
     return path
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

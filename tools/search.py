@@ -6,15 +6,15 @@
 Every image under DIR (jpg, jpeg, png, bmp, webp; sub-folders included) is encoded once; the embeddings are
 cached next to the gallery (``DIR.search_cache.pt``) and reused while the checkpoint, the encoder settings
 and each file's size and modification time stay the same; new or changed files alone are re-encoded.
-Unreadable files are reported by name and skipped. For each query a table (rank, score, path) is printed
-and a PNG grid is written: the query on top, the top-k images with rank and score. Extra ``--key value``
-pairs override the run's config (e.g. ``--device cuda``, ``--test_batch_size 128``).
+Unreadable files are reported by name and skipped. A query longer than the model reads (``text_length``
+tokens) is truncated with a warning. For each query a table (rank, score, path) is printed and a PNG grid
+is written: the query on top, the top-k images with rank and score. Extra ``--key value`` pairs override the
+run's config (e.g. ``--device cuda``, ``--test_batch_size 128``).
 """
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,12 +33,14 @@ from tqdm import tqdm  # noqa: E402
 from datasets.train_dataset import load_image  # noqa: E402
 from datasets.transforms import build_transform  # noqa: E402
 from processor.amp import autocast, resolve_amp, resolve_device  # noqa: E402
+from utils.cli import run_cli  # noqa: E402
 from utils.config import Config, load_config  # noqa: E402
+from utils.errors import UserError  # noqa: E402
 from utils.io import atomic_torch_save  # noqa: E402
 from utils.logger import setup_logger  # noqa: E402
 from model.api import load_retrieval_model  # noqa: E402
 from utils.runs import default_checkpoint  # noqa: E402
-from utils.tokenizer import get_tokenizer  # noqa: E402
+from utils.tokenizer import tokenize_queries  # noqa: E402
 from utils.visualize import GridLayout, Tile, draw_grid, save_png  # noqa: E402
 
 logger = logging.getLogger("sgiha.search")
@@ -53,6 +55,10 @@ UNREADABLE_IMAGE_ERRORS = (ValueError, SyntaxError, Image.DecompressionBombError
 LAYOUT = GridLayout(label_lines=2)  # rank and score, then the file name
 DEFAULT_TOPK = 10
 DEFAULT_OUT = "search_results.png"
+
+
+class SearchError(UserError, ValueError):
+    """A gallery or query the search cannot use; the message names the option, the file and the fix."""
 
 
 @dataclass
@@ -74,12 +80,14 @@ def file_stamp(path: Path) -> tuple[int, int]:
 
 def list_gallery(root: Path) -> list[str]:
     """Image files under ``root`` (recursively, by extension, case-insensitive), relative and sorted."""
+    if not root.exists():
+        raise SearchError(f"--gallery {root}: no such folder; give the folder of images to search")
     if not root.is_dir():
-        raise NotADirectoryError(f"--gallery {root}: not a folder of images")
+        raise SearchError(f"--gallery {root}: not a folder; give the folder that holds the images")
     found = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
                    if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not found:
-        raise FileNotFoundError(f"--gallery {root}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in it")
+        raise SearchError(f"--gallery {root}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in it or below it")
     return found
 
 
@@ -118,8 +126,13 @@ def read_cache(path: Path, key: dict[str, Any]) -> dict[str, tuple[tuple[int, in
 
 def write_cache(path: Path, key: dict[str, Any], paths: list[str], stamps: list[tuple[int, int]],
                 features: torch.Tensor) -> None:
-    atomic_torch_save({"key": key, "paths": paths, "stamps": [list(s) for s in stamps], "features": features},
-                      path)
+    """Save the embeddings for the next search; a cache that cannot be written only costs a re-encode then."""
+    try:
+        atomic_torch_save({"key": key, "paths": paths, "stamps": [list(s) for s in stamps], "features": features},
+                          path)
+    except OSError as exc:
+        logger.warning("could not write the gallery cache %s (%s): the next search encodes again; "
+                       "--cache FILE puts the cache elsewhere", path, exc.strerror or exc)
 
 
 class _GalleryImages(Dataset):
@@ -176,7 +189,8 @@ def build_gallery_index(model: nn.Module, root: Path, cfg: Config, device: torch
         logger.warning("skipping unreadable image %s", message)
     kept = sorted(features)
     if not kept:
-        raise ValueError(f"--gallery {root}: none of its {len(paths)} image files could be read")
+        raise SearchError(f"--gallery {root}: none of its {len(paths)} image files could be read "
+                          "(each is named in a warning above)")
     index = GalleryIndex(root, [paths[i] for i in kept], torch.stack([features[i] for i in kept]), skipped,
                          len(todo) - len(skipped))
     if index.encoded or len(cached) != len(kept) or any(p not in cached for p in index.paths):
@@ -189,9 +203,8 @@ def build_gallery_index(model: nn.Module, root: Path, cfg: Config, device: torch
 @torch.no_grad()
 def encode_queries(model: nn.Module, queries: Sequence[str], cfg: Config, device: torch.device,
                    amp: str) -> torch.Tensor:
-    """L2-normalised text embeddings [Q, D] (float32, CPU) of the queries."""
-    tokenizer = get_tokenizer()
-    ids = torch.stack([tokenizer(q, context_length=cfg.text_length) for q in queries]).to(device)
+    """L2-normalised text embeddings [Q, D] (float32, CPU) of the queries (truncated to text_length tokens)."""
+    ids = tokenize_queries(queries, cfg.text_length).to(device)
     with autocast(device, amp):
         out = model.encode_text(ids)
     return F.normalize(out.float(), dim=-1).cpu()
@@ -232,16 +245,26 @@ def output_paths(out: Path, count: int) -> list[Path]:
     return [out.with_name(f"{out.stem}_{i:0{width}d}{out.suffix}") for i in range(1, count + 1)]
 
 
+def read_query_file(path: Path) -> str:
+    """The text of the --queries file, or a SearchError saying why it cannot be used."""
+    if not path.is_file():
+        raise SearchError(f"--queries {path}: file not found (expected a text file, one query per line)")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SearchError(f"--queries {path}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                          "save it as UTF-8, one query per line") from exc
+    except OSError as exc:
+        raise SearchError(f"--queries {path}: cannot be read ({exc.strerror or exc})") from exc
+
+
 def read_queries(args: argparse.Namespace) -> list[str]:
     """The --query texts, then the non-empty lines of --queries."""
     queries = [q.strip() for q in args.query or [] if q.strip()]
     if args.queries:
-        path = Path(args.queries)
-        if not path.is_file():
-            raise FileNotFoundError(f"--queries {path}: file not found (expected one query per line)")
-        queries += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        queries += [line.strip() for line in read_query_file(Path(args.queries)).splitlines() if line.strip()]
     if not queries:
-        raise ValueError("no query: give --query TEXT and/or --queries FILE (one query per line)")
+        raise SearchError("no query: give --query TEXT and/or --queries FILE (one query per line)")
     return queries
 
 
@@ -285,4 +308,4 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

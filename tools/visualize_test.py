@@ -23,11 +23,13 @@ from PIL import Image  # noqa: E402
 from prettytable import PrettyTable  # noqa: E402
 from torch import nn  # noqa: E402
 
+from datasets.bases import DatasetError  # noqa: E402
 from datasets.build import EvalSet, build_eval_sets  # noqa: E402
 from datasets.train_dataset import load_image  # noqa: E402
 from processor.amp import autocast, resolve_amp, resolve_device  # noqa: E402
 from processor.evaluator import encode_loader  # noqa: E402
 from tools.search import encode_queries, rank  # noqa: E402
+from utils.cli import run_cli  # noqa: E402
 from utils.config import Config, load_config  # noqa: E402
 from utils.logger import setup_logger  # noqa: E402
 from model.api import load_retrieval_model  # noqa: E402
@@ -73,7 +75,7 @@ def load_test_split(cfg: Config) -> EvalSet:
     """The benchmark's test split as an EvalSet (loaders over its images and captions)."""
     sets = build_eval_sets(cfg, splits=("test",))
     if "test" not in sets:
-        raise ValueError(f"{cfg.dataset_name} under {cfg.root_dir}: no record has split 'test'")
+        raise DatasetError(f"{cfg.dataset_name} under {cfg.root_dir}: no record has split 'test'")
     return sets["test"]
 
 
@@ -146,4 +148,4 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -13,6 +13,7 @@ from pathlib import Path
 _FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
 PROJECT_LOGGER = "sgiha"
 BUFFER_CAPACITY = 100_000  # records kept before the log file exists (start-up logs a few dozen)
+_WARNING_FORMAT = "warning: %(message)s"  # the tools' warnings, in the style of their 'error: ...' line
 
 
 class _StartupBuffer(BufferingHandler):
@@ -22,17 +23,23 @@ class _StartupBuffer(BufferingHandler):
         return False
 
 
+def _bare_root(level: int) -> logging.Logger:
+    """The root logger at ``level`` without handlers: a second setup replaces the first."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(level)
+    return root
+
+
 def setup_logger(run_dir: str | Path | None = None, rank: int = 0, filename: str = "train.log",
                  buffer: bool = False) -> logging.Logger:
     """Configure the root logger once per run; returns the project logger.
 
     ``buffer``: keep the records until ``attach_log_file`` names the file (``run_dir`` is then None).
     """
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
-    root.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    root = _bare_root(logging.INFO if rank == 0 else logging.WARNING)
     console = logging.StreamHandler(sys.stdout)
     console.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
     root.addHandler(console)
@@ -64,3 +71,10 @@ def log_to_file(message: str) -> None:
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)
+
+
+def setup_warning_logger() -> None:
+    """Warnings only, as 'warning: ...' lines on stderr: for tools whose stdout is their result (a table)."""
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter(_WARNING_FORMAT))
+    _bare_root(logging.WARNING).addHandler(console)

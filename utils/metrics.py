@@ -29,7 +29,8 @@ def retrieval_metrics(similarity: Tensor, q_pids: Tensor, g_pids: Tensor, max_ra
     """
     _check_inputs(similarity, q_pids, g_pids, max_rank, chunk_size)
     device = similarity.device
-    table, q_group = positive_table(q_pids.to(device, g_pids.dtype), g_pids.to(device))
+    pid_dtype = torch.promote_types(q_pids.dtype, g_pids.dtype)  # int32 and int64 ids: compare as int64
+    table, q_group = positive_table(q_pids.to(device, pid_dtype), g_pids.to(device, pid_dtype))
     ranks = sorted({k for k in REPORTED_RANKS if k <= max_rank} | {max_rank})
     limits = torch.tensor(ranks, device=device)
     hits = torch.zeros(len(ranks), dtype=torch.float64, device=device)

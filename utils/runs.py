@@ -12,10 +12,10 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence, TypeVar
 
 from utils.config import Config, load_config
-from utils.errors import UserError
+from utils.errors import UserError, one_line
 from utils.metrics import METRIC_KEYS
 
 logger = logging.getLogger(__name__)
@@ -26,6 +26,7 @@ TEST_RESULTS_FILE = "test_results.json"
 BEST_CHECKPOINT = "best.pth"
 # the timestamp prefix train.py gives every run folder
 _STAMP = re.compile(r"^\d{8}_\d{6}_")
+T = TypeVar("T")  # what a run reader returns
 
 
 class RunError(UserError, ValueError):
@@ -50,11 +51,22 @@ def check_run_dir(run_dir: str | os.PathLike) -> Path:
     return path
 
 
+def _read_text(path: Path) -> str:
+    """The UTF-8 text of a run file, or a RunError saying why it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RunError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); the file is corrupt") from exc
+    except OSError as exc:
+        raise RunError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+
+
 def run_config(run_dir: str | os.PathLike) -> Config:
     """The resolved configuration the run was trained with."""
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise RunError(f"{path}: not found (every run folder holds the {CONFIG_FILE} train.py wrote)")
+    _read_text(path)  # load_config lets a non-UTF-8 file's UnicodeDecodeError through: a RunError here instead
     return load_config(path)
 
 
@@ -69,7 +81,7 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     if not path.is_file():
         raise RunError(f"{path}: not found (train.py writes it after the first epoch)")
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -113,10 +125,11 @@ def read_test_scores(run_dir: str | os.PathLike) -> RunScores:
     results = path / TEST_RESULTS_FILE
     if results.is_file():
         try:
-            data = json.loads(results.read_text(encoding="utf-8"))
+            data = json.loads(_read_text(results))
         except json.JSONDecodeError as exc:
             raise RunError(f"{results}: not valid JSON ({exc})") from exc
-        # test.py writes {"dataset", "split", "checkpoint", "epoch", "metrics": {...}}; older files hold the metrics alone
+        # test.py writes {"dataset", "split", "checkpoint", "epoch", "metrics": {...}}; older files hold the
+        # metrics alone. Only this file is the run's score: test_results_<...>.json evaluate other data or weights.
         scores = data.get("metrics", data) if isinstance(data, dict) else data
         return RunScores(_check_scores(scores, str(results)), TEST_RESULTS_FILE)
     select_on = run_config(path).select_on if (path / CONFIG_FILE).is_file() else "test"
@@ -149,14 +162,14 @@ def config_without_seed(cfg: Config) -> dict[str, Any]:
     return data
 
 
-def seed_groups(run_dirs: list[Path]) -> list[list[int]]:
+def seed_groups(configs: Sequence[Config | None]) -> list[list[int]]:
     """Indices of the runs grouped by configuration-without-seed, in first-appearance order.
 
-    Runs whose folder lacks configs.yaml form groups of their own.
+    Runs without a configuration (None: their folder lacks configs.yaml) form groups of their own.
     """
     groups: list[tuple[dict[str, Any] | None, list[int]]] = []
-    for index, run_dir in enumerate(run_dirs):
-        key = config_without_seed(run_config(run_dir)) if (Path(run_dir) / CONFIG_FILE).is_file() else None
+    for index, cfg in enumerate(configs):
+        key = config_without_seed(cfg) if cfg is not None else None
         for group_key, members in groups:
             if key is not None and group_key == key:
                 members.append(index)
@@ -164,3 +177,22 @@ def seed_groups(run_dirs: list[Path]) -> list[list[int]]:
         else:
             groups.append((key, [index]))
     return [members for _, members in groups]
+
+
+def usable_runs(run_dirs: Sequence[str | os.PathLike], read: Callable[[Path], T]) -> dict[int, T]:
+    """``{position in run_dirs: read(folder)}`` of the folders ``read`` accepts, in order.
+
+    A folder ``read`` rejects with a UserError (not a run, a file missing, corrupt or unreadable, nothing
+    evaluated yet) is skipped with a warning naming it and why, so one unfinished run does not stop a summary
+    of many. A RunError when no folder is left.
+    """
+    usable: dict[int, T] = {}
+    for position, run_dir in enumerate(run_dirs):
+        try:
+            usable[position] = read(Path(run_dir))
+        except UserError as exc:  # the reason, without the folder name when it starts with it
+            logger.warning("skipping %s: %s", run_dir, one_line(exc).removeprefix(f"{run_dir}: "))
+    if not usable:
+        raise RunError(f"no usable run folder among the {len(run_dirs)} given ({', '.join(map(str, run_dirs))}); "
+                       "the warnings above say what each one lacks")
+    return usable

@@ -5,13 +5,19 @@ re-assigns id 49405 (the last merge, 'jekyll</w>') to ``<|mask|>`` and builds fi
 """
 from __future__ import annotations
 
+import logging
+import textwrap
 from functools import lru_cache
+from typing import Sequence
 
 import regex as re
 import torch
 from open_clip.tokenizer import DEFAULT_CONTEXT_LENGTH, SimpleTokenizer
 
+logger = logging.getLogger(__name__)
+
 MASK_TOKEN = "<|mask|>"
+QUERY_PREVIEW_CHARS = 60  # how much of a truncated query its warning quotes
 
 
 class Tokenizer:
@@ -62,9 +68,12 @@ class Tokenizer:
         """Text of token ids (padding and SOT/EOT excluded by the caller)."""
         return self._clip.decode(ids)
 
-    def __call__(self, text: str, context_length: int = DEFAULT_CONTEXT_LENGTH) -> torch.LongTensor:
-        """``[context_length]`` ids: SOT, tokens, EOT, zeros; truncation keeps EOT last (SPEC 4)."""
-        ids = [self.sot_id] + self.encode(text) + [self.eot_id]
+    def sequence(self, text: str) -> list[int]:
+        """SOT, the token ids of ``text``, EOT: what ``__call__`` fits into a fixed length."""
+        return [self.sot_id] + self.encode(text) + [self.eot_id]
+
+    def fit(self, ids: list[int], context_length: int) -> torch.LongTensor:
+        """``[context_length]`` ids: ``ids`` padded with zeros; truncation keeps EOT last (SPEC 4)."""
         if len(ids) > context_length:
             ids = ids[:context_length]
             ids[-1] = self.eot_id
@@ -72,8 +81,28 @@ class Tokenizer:
         out[: len(ids)] = torch.tensor(ids, dtype=torch.long)
         return out
 
+    def __call__(self, text: str, context_length: int = DEFAULT_CONTEXT_LENGTH) -> torch.LongTensor:
+        """``[context_length]`` ids: SOT, tokens, EOT, zeros; truncation keeps EOT last (SPEC 4)."""
+        return self.fit(self.sequence(text), context_length)
+
 
 @lru_cache(maxsize=1)
 def get_tokenizer() -> Tokenizer:
     """The process-wide tokenizer (building one reads the 1.6 MB BPE file)."""
     return Tokenizer()
+
+
+def tokenize_queries(queries: Sequence[str], context_length: int) -> torch.LongTensor:
+    """``[len(queries), context_length]`` ids of texts a user typed; one longer than the model reads is
+    truncated with a warning saying so (training captions are truncated silently, as in IRRA)."""
+    tokenizer = get_tokenizer()
+    rows = []
+    for query in queries:
+        ids = tokenizer.sequence(query)
+        if len(ids) > context_length:
+            logger.warning("query truncated: it has %d tokens (start and end marks included), more than the "
+                           "%d the model reads (text_length), so its last %d are dropped: %r", len(ids),
+                           context_length, len(ids) - context_length,
+                           textwrap.shorten(query, QUERY_PREVIEW_CHARS, placeholder=" ..."))
+        rows.append(tokenizer.fit(ids, context_length))
+    return torch.stack(rows)

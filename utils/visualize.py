@@ -1,7 +1,8 @@
 """PNG result grids: a text header on top, then rows of image tiles, each with a label and an optional frame.
 
 The canvas size depends only on the layout and the number of tiles (never on the text), so callers and
-tests know the size of every picture in advance.
+tests know the size of every picture in advance. Text is drawn in DejaVu Sans, the TrueType font matplotlib
+ships: it has accented and other non-ASCII Latin letters (Pillow's bundled font draws boxes for them).
 """
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import matplotlib
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 Color = tuple[int, int, int]
 BACKGROUND: Color = (255, 255, 255)
 TEXT_COLOR: Color = (0, 0, 0)
 ELLIPSIS = "…"
+# matplotlib (a project requirement) bundles this font in its data folder: no system font, no download
+FONT_FILE = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
 
 
 @dataclass(frozen=True)
@@ -70,9 +74,9 @@ class Tile:
     frame_color: Color | None = None
 
 
-def load_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    """Pillow's bundled font at ``size`` pixels (no system font needed)."""
-    return ImageFont.load_default(size=size)
+def load_font(size: int) -> ImageFont.FreeTypeFont:
+    """DejaVu Sans at ``size`` pixels."""
+    return ImageFont.truetype(str(FONT_FILE), size=size)
 
 
 def wrap_text(text: str, font, max_width: int, max_lines: int) -> list[str]:

@@ -1,0 +1,157 @@
+"""Wrong tool commands, each run as a real command line: exit status 2, one last 'error: ...' line naming the file
+or key, no traceback, and no file created or changed around the run folder and the gallery."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+import train as train_script
+from tests.tiny_run import make_tiny_toy, tiny_args
+from utils.cli import USER_ERROR_EXIT
+from utils.logger import setup_logger
+from utils.runs import run_label
+
+REPO = Path(__file__).resolve().parents[1]
+# run_cli's line ('error: ...'), or argparse's ('<program>: error: ...') for a malformed option value
+ERROR_LINE = re.compile(r"^(?:[\w.]+: )?error: ")
+
+
+class Case(NamedTuple):
+    tool: str            # script under tools/
+    args: list[str]      # its arguments; '{name}' stands for the path ``name`` of the world fixture
+    names: list[str]     # what the error line must name (key, option, file), with the same placeholders
+
+
+CASES = {
+    "search: gallery folder missing": Case(
+        "search.py", ["--config_file", "{run}/configs.yaml", "--gallery", "{root}/no_gallery", "--query", "a hat"],
+        ["--gallery", "{root}/no_gallery", "no such folder"]),
+    "search: gallery without images": Case(
+        "search.py", ["--config_file", "{run}/configs.yaml", "--gallery", "{empty}", "--query", "a hat"],
+        ["--gallery", "{empty}", "no image files"]),
+    "search: no image of the gallery readable": Case(
+        "search.py", ["--config_file", "{run}/configs.yaml", "--gallery", "{broken}", "--query", "a hat"],
+        ["--gallery", "{broken}", "none of its 2 image files could be read"]),
+    "search: no query": Case(
+        "search.py", ["--config_file", "{run}/configs.yaml", "--gallery", "{gallery}"], ["no query", "--query"]),
+    "search: query file not UTF-8": Case(
+        "search.py", ["--config_file", "{run}/configs.yaml", "--gallery", "{gallery}", "--queries", "{latin1}"],
+        ["--queries", "{latin1}", "not UTF-8"]),
+    "search: typo in a config key": Case(
+        "search.py", ["--config_file", "{run}/configs.yaml", "--gallery", "{gallery}", "--query", "a hat",
+                      "--test_batchsize", "4"], ["unknown key 'test_batchsize'"]),
+    "search: truncated checkpoint": Case(
+        "search.py", ["--config_file", "{run}/configs.yaml", "--checkpoint", "{truncated}", "--gallery", "{gallery}",
+                      "--query", "a hat"], ["{truncated}", "not a readable PyTorch checkpoint"]),
+    "search: run folder without configs.yaml": Case(
+        "search.py", ["--config_file", "{not_a_run}/configs.yaml", "--gallery", "{gallery}", "--query", "a hat"],
+        ["config file not found", "{not_a_run}/configs.yaml"]),
+    "visualize_test: typo in a config key": Case(
+        "visualize_test.py", ["--config_file", "{run}/configs.yaml", "--num_querys", "3"],
+        ["unknown key 'num_querys'"]),
+    "visualize_test: dataset missing": Case(
+        "visualize_test.py", ["--config_file", "{run}/configs.yaml", "--root_dir", "{root}/no_data"],
+        ["{root}/no_data/CUHK-PEDES", "dataset folder not found"]),
+    "plot_curves: not a run folder": Case("plot_curves.py", ["{not_a_run}"], ["no usable run folder", "{not_a_run}"]),
+    "plot_curves: run without metrics.jsonl": Case(
+        "plot_curves.py", ["{unfinished}", "{root}/no_run"], ["no usable run folder", "{unfinished}", "{root}/no_run"]),
+    "summarize_runs: no evaluated test epoch": Case(
+        "summarize_runs.py", ["{not_evaluated}", "--out", "{root}/summary.md"],
+        ["no usable run folder", "{not_evaluated}"]),
+    "summarize_runs: corrupt test_results.json": Case(
+        "summarize_runs.py", ["{torn_results}", "{not_a_run}"], ["no usable run folder", "{torn_results}"]),
+    "count_params: typo in a config key": Case("count_params.py", ["--lrr", "1"], ["unknown key 'lrr'"]),
+    "make_toy_dataset: root folder is a file": Case(
+        "make_toy_dataset.py", ["--root_dir", "{latin1}", "--dataset_name", "RSTPReid"],
+        ["--root_dir", "{latin1}", "not a folder"]),
+}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict[str, Path]:
+    """A tiny trained run and every kind of wrong input next to it, under one folder."""
+    root = tmp_path_factory.mktemp("tool_errors")
+    toy = make_tiny_toy(root / "toy")
+    run = train_script.main(tiny_args(toy, root / "logs"))
+    setup_logger(None)  # close the run's train.log: nothing may touch the run folder from here on
+    paths = {"root": root, "run": run, "gallery": root / "gallery", "empty": root / "empty_gallery",
+             "broken": root / "broken_gallery", "latin1": root / "queries_latin1.txt",
+             "truncated": root / "truncated.pth", "not_a_run": root / "holiday_photos",
+             "unfinished": root / "20240101_000000_unfinished", "not_evaluated": root / "20240101_000000_no_eval",
+             "torn_results": root / "20240101_000000_torn_results"}
+    for folder in ("gallery", "empty", "broken", "not_a_run", "unfinished", "not_evaluated", "torn_results"):
+        paths[folder].mkdir()
+    for image in sorted((toy / "CUHK-PEDES" / "imgs").rglob("*.png"))[:3]:
+        (paths["gallery"] / image.name).write_bytes(image.read_bytes())
+    (paths["empty"] / "notes.txt").write_text("no picture here")
+    (paths["broken"] / "bad.jpg").write_bytes(b"not a JPEG")
+    (paths["broken"] / "half.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 10)
+    paths["latin1"].write_bytes("une señora en café\n".encode("latin-1"))
+    best = (run / "best.pth").read_bytes()
+    paths["truncated"].write_bytes(best[: len(best) // 2])
+    (paths["not_a_run"] / "beach.jpg").write_bytes(b"a picture, not a run")
+    config = (run / "configs.yaml").read_text()
+    for folder in ("unfinished", "not_evaluated", "torn_results"):
+        (paths[folder] / "configs.yaml").write_text(config)
+    assert len(list(paths["gallery"].iterdir())) == 3  # a gallery search could use: only the inputs are wrong
+    (paths["not_evaluated"] / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "loss": 3.0}) + "\n")
+    (paths["torn_results"] / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "loss": 3.0}) + "\n")
+    (paths["torn_results"] / "test_results.json").write_text('{"dataset": "CUHK-PEDES", "metrics": {"R1": 5')
+    return paths
+
+
+def snapshot(world: dict[str, Path]) -> dict[str, tuple[int, int] | None]:
+    """(mtime in ns, size) of everything under the world folder and of the repository's top-level files (the
+    tools' default output names are relative to the working folder); the repository's folders by name only,
+    as Python may add a __pycache__ to them."""
+    stamps: dict[str, tuple[int, int] | None] = {str(p): None for p in REPO.iterdir() if p.is_dir()}
+    for path in [*world["root"].rglob("*"), *(p for p in REPO.iterdir() if not p.is_dir())]:
+        stamps[str(path)] = (path.stat().st_mtime_ns, path.stat().st_size)
+    return stamps
+
+
+def fill(template: str, world: dict[str, Path]) -> str:
+    return template.format(**{k: str(v) for k, v in world.items()})
+
+
+@pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
+def test_wrong_command_ends_with_one_error_line(case: Case, world: dict[str, Path]):
+    before = snapshot(world)
+    command = [sys.executable, f"tools/{case.tool}", *(fill(a, world) for a in case.args)]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    stderr = result.stderr.strip()
+    assert result.returncode == USER_ERROR_EXIT, stderr
+    assert "Traceback" not in stderr and "Traceback" not in result.stdout
+    last = stderr.splitlines()[-1]
+    assert ERROR_LINE.match(last), last
+    for name in case.names:
+        assert fill(name, world) in last, (name, last)
+    assert snapshot(world) == before
+
+
+@pytest.mark.parametrize("tool, extra, usable, skipped", [
+    ("summarize_runs.py", [], ["run"], ["not_a_run", "unfinished", "torn_results", "not_evaluated"]),
+    ("plot_curves.py", ["--out", "{root}/curves.png"], ["run", "torn_results"], ["not_a_run", "unfinished"]),
+])
+def test_incomplete_run_folders_are_skipped_with_a_warning(tool: str, extra: list[str], usable: list[str],
+                                                            skipped: list[str], world: dict[str, Path]):
+    """Usable runs among incomplete folders: exit 0, a warning line on stderr naming each skipped folder
+    (stdout stays the result alone, e.g. for ``> summary.md``)."""
+    folders = [str(world[name]) for name in usable + skipped]
+    result = subprocess.run([sys.executable, f"tools/{tool}", *folders, *(fill(a, world) for a in extra)],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    warned = [re.match(r"warning: skipping (.+?): ", line) for line in result.stderr.strip().splitlines()]
+    assert [m.group(1) if m else None for m in warned] == [str(world[name]) for name in skipped]
+    assert "warning" not in result.stdout
+    if tool == "summarize_runs.py":
+        rows = [line for line in result.stdout.splitlines() if "| metrics.jsonl epoch" in line]  # one per run
+        assert len(rows) == 1 and rows[0].startswith(f"| {run_label(world['run'])} ")
+    else:
+        assert (world["root"] / "curves.png").is_file()
