@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 PHRASES_FIELD = "cap_noun_phrases"  # per-caption phrase lists in the authors' *_noun.json copies
 IMAGE_DIR = "imgs"
 TRAIN_SPLIT = "train"
+SplitCounts = tuple[int, int, int]  # identities, images, captions of one split
 
 
 class DatasetError(UserError, ValueError):
@@ -95,6 +96,14 @@ class Annotation:
     sha256: str
 
 
+@dataclass(frozen=True)
+class OlderRelease:
+    """A superseded release of a benchmark's annotation, recognised by its identities per split."""
+
+    ids: dict[str, int]  # identities per split, every split of the release
+    fix: str  # what to use instead, and why
+
+
 class Benchmark:
     """A benchmark's file conventions; subclasses set the class attributes (SPEC 2 table)."""
 
@@ -103,6 +112,8 @@ class Benchmark:
     noun_file: ClassVar[str]  # the copy with cap_noun_phrases
     path_field: ClassVar[str]  # record field holding the image path relative to imgs/
     splits: ClassVar[tuple[str, ...]]
+    published: ClassVar[dict[str, SplitCounts]] = {}  # per split, as the literature reports it (README table)
+    older_releases: ClassVar[tuple[OlderRelease, ...]] = ()
 
     @classmethod
     def missing_annotation_hint(cls, dataset_dir: Path) -> str:

@@ -15,6 +15,7 @@ class CUHKPEDES(Benchmark):
     noun_file = "reid_raw_noun.json"
     path_field = "file_path"
     splits = ("train", "val", "test")
+    published = {"train": (11_003, 34_054, 68_108), "val": (1_000, 3_078, 6_158), "test": (1_000, 3_074, 6_156)}
 
     @classmethod
     def missing_annotation_hint(cls, dataset_dir: Path) -> str:

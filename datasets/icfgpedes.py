@@ -11,3 +11,4 @@ class ICFGPEDES(Benchmark):
     noun_file = "ICFG-PEDES_noun.json"
     path_field = "file_path"
     splits = ("train", "test")
+    published = {"train": (3_102, 34_674, 34_674), "test": (1_000, 19_848, 19_848)}

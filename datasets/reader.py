@@ -8,14 +8,15 @@ from typing import Sequence
 
 from prettytable import PrettyTable
 
-from datasets.bases import (TRAIN_SPLIT, BenchmarkData, DatasetError, DatasetFiles, EvalSplit, Record, TrainSample,
-                            dataset_files, parse_records, read_annotation)
+from datasets.bases import (TRAIN_SPLIT, BenchmarkData, DatasetError, DatasetFiles, EvalSplit, Record, SplitCounts,
+                            TrainSample, dataset_files, parse_records, read_annotation)
 from datasets.phrase_cache import attach_phrases
 from utils.config import SPLITS
 
 logger = logging.getLogger(__name__)
 
 SHOWN_MISSING = 5  # missing image paths quoted in the error
+NO_COUNTS = ("-", "-", "-")  # a split one side of the statistics table lacks
 
 
 def check_images(paths: list[str], source: Path) -> None:
@@ -57,7 +58,7 @@ def _split_records(records: list[Record]) -> tuple[list[TrainSample], int, dict[
     return train, len(train_pids), evals
 
 
-def split_counts(records: Sequence[Record]) -> dict[str, tuple[int, int, int]]:
+def split_counts(records: Sequence[Record]) -> dict[str, SplitCounts]:
     """(identities, images, captions) per split present, in SPLITS order."""
     counts = {}
     for split in SPLITS:
@@ -67,11 +68,14 @@ def split_counts(records: Sequence[Record]) -> dict[str, tuple[int, int, int]]:
     return counts
 
 
-def statistics_table(counts: dict[str, tuple[int, int, int]]) -> PrettyTable:
-    """ids / images / captions per split."""
-    table = PrettyTable(["split", "ids", "images", "captions"])
-    for split, row in counts.items():
-        table.add_row([split, *row])
+def statistics_table(counts: dict[str, SplitCounts], published: dict[str, SplitCounts] | None = None) -> PrettyTable:
+    """ids / images / captions per split; with ``published``, the published numbers beside them ('-': none)."""
+    columns = ["ids", "images", "captions"]
+    extra = [] if published is None else [f"published {c}" for c in columns]
+    table = PrettyTable(["split", *columns, *extra])
+    for split in [s for s in SPLITS if s in counts or s in (published or {})]:
+        row = [split, *counts.get(split, NO_COUNTS)]
+        table.add_row(row if published is None else [*row, *published.get(split, NO_COUNTS)])
     return table
 
 
