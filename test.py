@@ -1,54 +1,157 @@
-"""Evaluate a trained run on its test split: ``python test.py --config_file <run>/configs.yaml [--checkpoint F]``.
+"""Evaluate a retrieval model on a dataset split: ``python test.py --config_file <run>/configs.yaml [--checkpoint F]``.
 
-Builds the inference-only model (the CLIP backbone: no classifier, MLM or SG-IHA parameters), loads
-``<run>/best.pth`` by default, prints R1/R5/R10/mAP/mINP and writes ``<run>/test_results.json``.
+- A trained run: loads ``<run>/best.pth`` (or ``--checkpoint``) and writes ``<run>/test_results.json``. An
+  evaluation other than the run's own (another dataset or root_dir, another checkpoint, the val split) goes
+  to its own file, ``test_results_<dataset>_<checkpoint>[_<split>].json``, and never replaces the run's result.
+- Zero-shot: ``--checkpoint pretrained`` evaluates the config's pretrained CLIP weights (``pretrain_choice`` /
+  ``pretrain_path``) without training, e.g. with ``configs/CUHK-PEDES/irra_sgiha.yaml``; results go to
+  ``--out_dir`` (default: a new folder ``<output_dir>/<dataset_name>/<stamp>_<name>_zero_shot``).
+
+Results files hold the dataset, split, checkpoint and its epoch next to R1/R5/R10/mAP/mINP. The model is the
+inference model (the CLIP backbone: no classifier, MLM or SG-IHA parameters). Under torchrun each process encodes
+its share of the split.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import re
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
+
+from torch import nn
 
 from datasets.build import build_eval_sets
+from model.api import load_pretrained_model, retrieval_model
 from processor.amp import autocast, resolve_amp, resolve_device
 from processor.evaluator import evaluate, format_table
+from utils.checkpoint import load_checkpoint
 from utils.cli import run_cli
-from utils.config import load_config
+from utils.config import Config, ConfigError, absolute_paths, load_config, save_config
+from utils.distributed import cleanup_distributed, init_distributed
 from utils.io import atomic_write_text
-from utils.logger import setup_logger
-from model.api import load_retrieval_model
-from utils.runs import default_checkpoint
+from utils.logger import attach_log_file, setup_logger
+from utils.runs import BEST_CHECKPOINT, CONFIG_FILE, METRICS_FILE, TEST_RESULTS_FILE, run_config
 
 logger = logging.getLogger("sgiha")
+
+PRETRAINED = "pretrained"  # --checkpoint value for the zero-shot model
+ZERO_SHOT_SUFFIX = "_zero_shot"
+OWN_SPLIT = "test"
+RUN_MARKERS = (METRICS_FILE, BEST_CHECKPOINT, "last.pth")  # a configs.yaml beside one of these is a run's
+
+
+@dataclass(frozen=True)
+class Target:
+    """What is evaluated and where the results go."""
+
+    run_cfg: Config | None  # the run's own config (None: a config that is not a run's)
+    run_dir: Path | None
+    checkpoint: str  # an absolute path, or PRETRAINED
+    out_dir: Path
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config_file", required=True, help="the run's configs.yaml")
-    parser.add_argument("--checkpoint", help="checkpoint to evaluate (default: best.pth beside the config)")
+    parser.add_argument("--config_file", required=True, help="a run's configs.yaml (or any config with "
+                                                             "--checkpoint)")
+    parser.add_argument("--checkpoint", help=f"checkpoint to evaluate (default: best.pth beside the run's config), "
+                                             f"or '{PRETRAINED}' for the config's pretrained CLIP weights")
+    parser.add_argument("--split", default=OWN_SPLIT, choices=("test", "val"), help="split to evaluate")
+    parser.add_argument("--out_dir", help="folder for test.log and the results file (default: the run folder; "
+                                          "for a config that is not a run's, a new folder under output_dir)")
     return parser.parse_known_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, float]:
-    """Evaluate; returns the test metrics."""
+def is_run_config(path: Path) -> bool:
+    """Whether ``path`` is the configs.yaml that train.py wrote into a run folder."""
+    return path.name == CONFIG_FILE and any((path.parent / marker).exists() for marker in RUN_MARKERS)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.-]+", "-", text).strip("-")
+
+
+def results_file(target: Target, cfg: Config, split: str) -> str:
+    """test_results.json for the run's own evaluation, else a name saying what was evaluated."""
+    run_cfg = target.run_cfg
+    if run_cfg is None:  # a folder of its own holds only this evaluation
+        return TEST_RESULTS_FILE
+    own = (split == OWN_SPLIT and target.checkpoint == str(target.run_dir / BEST_CHECKPOINT)
+           and target.out_dir == target.run_dir
+           and all(cfg[k] == run_cfg[k] for k in ("dataset_name", "root_dir", "annotation_file")))
+    if own:
+        return TEST_RESULTS_FILE
+    parts = [cfg.dataset_name, Path(target.checkpoint).stem] + ([] if split == OWN_SPLIT else [split])
+    return f"{Path(TEST_RESULTS_FILE).stem}_{'_'.join(_slug(p) for p in parts)}.json"
+
+
+def _zero_shot_dir(cfg: Config) -> Path:
+    return Path(cfg.output_dir) / cfg.dataset_name / f"{time.strftime('%Y%m%d_%H%M%S')}_{cfg.name}{ZERO_SHOT_SUFFIX}"
+
+
+def load_model(cfg: Config, checkpoint: str, device) -> tuple[nn.Module, int | None]:
+    """The model to evaluate and the epoch it was trained for (None for the pretrained weights)."""
+    if checkpoint == PRETRAINED:
+        return load_pretrained_model(cfg, device), None
+    state = load_checkpoint(checkpoint)
+    logger.info("loaded %s (epoch %d)", checkpoint, state["epoch"])
+    return retrieval_model(cfg, state["model"], device, checkpoint), state["epoch"]
+
+
+def resolve_target(args: argparse.Namespace, cfg: Config) -> Target:
+    """What to evaluate and where to write, or a ConfigError saying what to pass."""
+    config_file = Path(args.config_file).absolute()
+    checkpoint = args.checkpoint
+    if checkpoint is not None and checkpoint != PRETRAINED:
+        checkpoint = str(Path(checkpoint).absolute())
+    out_dir = Path(args.out_dir).absolute() if args.out_dir else None
+    if is_run_config(config_file):
+        run_dir = config_file.parent
+        return Target(absolute_paths(run_config(run_dir)), run_dir, checkpoint or str(run_dir / BEST_CHECKPOINT),
+                      out_dir or run_dir)
+    if checkpoint is None:
+        raise ConfigError(f"--config_file {config_file} is not a run's {CONFIG_FILE} (no {' / '.join(RUN_MARKERS)} "
+                          f"beside it): evaluate a trained run with --config_file <run>/{CONFIG_FILE}, this "
+                          f"config's pretrained weights with --checkpoint {PRETRAINED}, or a checkpoint with "
+                          f"--checkpoint FILE")
+    return Target(None, None, checkpoint, out_dir or _zero_shot_dir(cfg))
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Evaluate; returns what was written to the results file."""
     args, overrides = parse_args(argv)
-    run_dir = Path(args.config_file).resolve().parent
-    cfg = load_config(args.config_file, overrides)
-    setup_logger(run_dir, filename="test.log")
+    cfg = absolute_paths(load_config(args.config_file, overrides))
+    target = resolve_target(args, cfg)
     device = resolve_device(cfg.device)
     amp = resolve_amp(cfg.amp, device)
-
-    checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint(args.config_file)
-    model = load_retrieval_model(cfg, checkpoint, device)
-
-    eval_sets = build_eval_sets(cfg, splits=("test",))
-    results = evaluate(model, eval_sets["test"], device, lambda: autocast(device, amp), cfg.eval_chunk_size,
-                       i2t=cfg.eval_i2t)
-    logger.info("%s\n%s", cfg.dataset_name, format_table({"test": results}))
-    atomic_write_text(run_dir / "test_results.json", json.dumps(results, indent=2) + "\n")
-    return results
+    world_size, rank, device = init_distributed(device)
+    try:
+        setup_logger(None, rank, buffer=True)
+        eval_sets = build_eval_sets(cfg, splits=(args.split,), world_size=world_size, rank=rank)
+        model, epoch = load_model(cfg, target.checkpoint, device)
+        metrics = evaluate(model, eval_sets[args.split], device, lambda: autocast(device, amp), cfg.eval_chunk_size,
+                           i2t=cfg.eval_i2t, rank=rank)
+    finally:
+        cleanup_distributed()
+    if rank != 0:
+        return {}
+    attach_log_file(target.out_dir, "test.log")  # the output folder is made only now that evaluation worked
+    if target.run_cfg is None:
+        save_config(cfg, target.out_dir / CONFIG_FILE)
+    checkpoint = target.checkpoint
+    result = {"dataset": cfg.dataset_name, "root_dir": cfg.root_dir, "split": args.split,
+              "checkpoint": checkpoint if checkpoint != PRETRAINED else f"{PRETRAINED}: "
+              f"{cfg.pretrain_path or cfg.pretrain_choice}", "epoch": epoch, "metrics": metrics}
+    path = target.out_dir / results_file(target, cfg, args.split)
+    logger.info("%s %s, %s\n%s", cfg.dataset_name, args.split, result["checkpoint"],
+                format_table({args.split: metrics}))
+    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+    logger.info("wrote %s", path)
+    return result
 
 
 if __name__ == "__main__":

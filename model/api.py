@@ -33,11 +33,12 @@ from datasets.transforms import build_transform
 from model.build import build_retrieval_model, retrieval_state_dict
 from model.clip import CLIP
 from model.open_clip_format import LOCAL_DIR_CONFIG, WEIGHTS_FILE, is_export_dir, read_export
+from model.pretrained import load_pretrained
 from processor.amp import resolve_device
 from processor.evaluator import encode_loader
 from utils.checkpoint import CheckpointError, load_checkpoint
 from utils.config import Config, ConfigError, load_config
-from utils.errors import UserError
+from utils.errors import UserError, one_line
 from utils.runs import BEST_CHECKPOINT, CONFIG_FILE, default_checkpoint, run_config
 from utils.tokenizer import get_tokenizer
 
@@ -52,10 +53,15 @@ class EncoderInputError(UserError, ValueError):
     """A path that is no model to load, or inputs that are not captions or images."""
 
 
-def retrieval_model(cfg: Config, state_dict: Mapping[str, Tensor], device: torch.device) -> CLIP:
+def retrieval_model(cfg: Config, state_dict: Mapping[str, Tensor], device: torch.device,
+                    source: str = "the checkpoint") -> CLIP:
     """The inference model (CLIP backbone only, SPEC 6.5) with the backbone entries of ``state_dict``, in eval mode."""
     model = build_retrieval_model(cfg)
-    model.load_state_dict(retrieval_state_dict(state_dict))
+    try:
+        model.load_state_dict(retrieval_state_dict(state_dict))
+    except (RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"{source} does not fit the backbone of this config (backbone.*, img_size, "
+                              f"stride_size, text_length): {one_line(exc)}") from exc
     logger.info("inference model: %.2fM parameters", sum(p.numel() for p in model.parameters()) / 1e6)
     return model.to(device).eval()
 
@@ -68,7 +74,19 @@ def _read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 def load_retrieval_model(cfg: Config, checkpoint: str | os.PathLike, device: torch.device) -> nn.Module:
     """The inference model with a training checkpoint's weights, in eval mode."""
-    return retrieval_model(cfg, _read_checkpoint(checkpoint)["model"], device)
+    return retrieval_model(cfg, _read_checkpoint(checkpoint)["model"], device, str(checkpoint))
+
+
+def load_pretrained_model(cfg: Config, device: torch.device) -> CLIP:
+    """The zero-shot model: the config's pretrained CLIP weights (pretrain_choice / pretrain_path, SPEC 3) with the
+    positional grid resized to img_size / stride_size, in eval mode."""
+    if cfg.pretrain_choice == "none" and not cfg.pretrain_path:
+        raise ConfigError("pretrain_choice = 'none' and no pretrain_path: there are no pretrained weights to "
+                          "evaluate; set pretrain_choice (e.g. ViT-B/16) or pretrain_path")
+    model = build_retrieval_model(cfg)
+    load_pretrained(model, cfg.pretrain_choice, cfg.pretrain_path, cfg.backbone.pretrain_grid)
+    logger.info("zero-shot model: %s", cfg.pretrain_path or f"OpenAI {cfg.pretrain_choice}")
+    return model.to(device).eval()
 
 
 def _stored_config(state: dict[str, Any], path: Path) -> Config:
@@ -168,11 +186,11 @@ def load_encoder(path: str | os.PathLike, device: str | torch.device = "auto",
     elif is_export_dir(path):
         cfg, state_dict = read_export(path)
         logger.info("loaded the export %s", path)
-        model = retrieval_model(cfg, state_dict, device)
+        model = retrieval_model(cfg, state_dict, device, str(path))
     elif path.is_file():
         state = _read_checkpoint(path)
         cfg = _stored_config(state, path)
-        model = retrieval_model(cfg, state["model"], device)
+        model = retrieval_model(cfg, state["model"], device, str(path))
     elif not path.exists():
         raise EncoderInputError(f"{path}: no such file or folder; give a run folder, a .pth checkpoint or an "
                                 f"export folder")

@@ -1,7 +1,10 @@
 """Shared by the end-to-end tests: the demo config shrunk so that a whole run takes seconds."""
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 from datasets.toy import make_toy_dataset
 from utils.config import CONFIG_DIR
@@ -28,3 +31,14 @@ def tiny_args(toy_root: Path, out: Path, *extra: str) -> list[str]:
 # The demo's backbone and input size (configs/demo.yaml), which tiny_args shrinks: for tests of the trained model.
 DEMO_BACKBONE = ("--img_size", "[64, 32]", "--backbone.embed_dim", "64", "--backbone.vision_width", "64",
                  "--backbone.text_width", "64", "--backbone.vision_layers", "4", "--backbone.text_layers", "4")
+
+
+def load_test_script() -> ModuleType:
+    """test.py as a module (by path: the name 'test' is also a standard-library package)."""
+    name = "sgiha_test_entry"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, CONFIG_DIR.parent / "test.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while the file runs
+        spec.loader.exec_module(module)
+    return sys.modules[name]
