@@ -2,9 +2,9 @@
 # Train CLIP-finetune + SG-IHA (SDM + ID + AQA).
 # Usage: bash run_clip_finetune_SG-IHA.sh [DATASET] [ROOT_DIR] [--key value ...]
 #   DATASET: CUHK-PEDES (default) | ICFG-PEDES | RSTPReid   (or env DATASET)
-#   ROOT_DIR: folder holding DATASET/ (default: data, or env ROOT_DIR)
+#   ROOT_DIR: folder holding DATASET/ (default: data, or env ROOT_DIR), relative to where you run the script
 #   Further arguments go to train.py, e.g. --pretrain_path ~/ViT-B-16.pt --batch_size 32
 set -euo pipefail
-cd "$(dirname "$0")"
+REPO=$(cd "$(dirname "$0")" && pwd)
 RECIPE=clip_finetune_sgiha
-source tools/run_common.sh
+source "${REPO}/tools/run_common.sh"

@@ -213,6 +213,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     if world_size > 1:
         train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
+        logger.info("compile: true: the first step compiles the model; the first new text length and the first "
+                    "smaller last batch recompile it once each, after which torch.compile treats both as dynamic")
         train_model = torch.compile(train_model)
     writer = _tensorboard_writer(run_dir, cfg.tensorboard and rank == 0)
     try:

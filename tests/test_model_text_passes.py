@@ -6,7 +6,7 @@ import torch
 from model.build import build_model
 from model.objectives import compute_id, compute_sdm
 from model.shard import LOCAL
-from tests.test_model import NUM_CLASSES, RECIPES, tiny_batch, tiny_cfg
+from tests.test_model import NUM_CLASSES, RECIPES, _texts, tiny_batch, tiny_cfg
 
 TEXT_LENGTH = 20  # longer than tiny_batch's texts (at most 11 positions), so that the padding is long
 
@@ -68,3 +68,23 @@ def test_each_text_pass_keeps_only_the_used_positions(monkeypatch):
     answer_end = int(batch["answer_ids"].argmax(1).max()) + 1
     assert shapes == [(8, max(caption_end, question_end)), (4, TEXT_LENGTH), (4, answer_end)]
     assert max(caption_end, question_end) < TEXT_LENGTH and answer_end < caption_end
+
+
+def test_compiled_model_recompiles_once_for_new_text_lengths():
+    """compile: true meets a new kept length at most steps: torch.compile recompiles once, then the length is
+    dynamic (the eager backend traces like inductor, without compiling kernels)."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    cfg = tiny_cfg(loss_names="sdm+id", text_length=TEXT_LENGTH)
+    compiled = torch.compile(build_model(cfg, NUM_CLASSES), backend="eager")
+    graphs = []
+    for words in (3, 6, 9, 12, 15):  # five kept lengths: 5, 8, 11, 14, 17 positions
+        batch = tiny_batch(cfg)
+        batch["caption_ids"] = _texts(torch.Generator().manual_seed(words), cfg, [words] * 4, 1, 50)
+        assert int(batch["caption_ids"].argmax(1).max()) + 1 == words + 2
+        sum(v for k, v in compiled(batch).items() if k.endswith("_loss")).backward()
+        graphs.append(counters["stats"]["unique_graphs"])
+    assert graphs[1] > graphs[0] and graphs[1:] == [graphs[1]] * 4
+    torch._dynamo.reset()
