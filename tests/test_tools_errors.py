@@ -12,14 +12,12 @@ from typing import NamedTuple
 import pytest
 
 import train as train_script
+from tests.cli_checks import REPO, assert_one_error_line
+from tests.cli_checks import snapshot as snapshot_under
 from tests.tiny_run import make_tiny_toy, tiny_args
-from utils.cli import USER_ERROR_EXIT
 from utils.logger import setup_logger
 from utils.runs import run_label
 
-REPO = Path(__file__).resolve().parents[1]
-# run_cli's line ('error: ...'), or argparse's ('<program>: error: ...') for a malformed option value
-ERROR_LINE = re.compile(r"^(?:[\w.]+: )?error: ")
 
 
 class Case(NamedTuple):
@@ -107,13 +105,7 @@ def world(tmp_path_factory) -> dict[str, Path]:
 
 
 def snapshot(world: dict[str, Path]) -> dict[str, tuple[int, int] | None]:
-    """(mtime in ns, size) of everything under the world folder and of the repository's top-level files (the
-    tools' default output names are relative to the working folder); the repository's folders by name only,
-    as Python may add a __pycache__ to them."""
-    stamps: dict[str, tuple[int, int] | None] = {str(p): None for p in REPO.iterdir() if p.is_dir()}
-    for path in [*world["root"].rglob("*"), *(p for p in REPO.iterdir() if not p.is_dir())]:
-        stamps[str(path)] = (path.stat().st_mtime_ns, path.stat().st_size)
-    return stamps
+    return snapshot_under(world["root"])
 
 
 def fill(template: str, world: dict[str, Path]) -> str:
@@ -125,13 +117,7 @@ def test_wrong_command_ends_with_one_error_line(case: Case, world: dict[str, Pat
     before = snapshot(world)
     command = [sys.executable, f"tools/{case.tool}", *(fill(a, world) for a in case.args)]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-    stderr = result.stderr.strip()
-    assert result.returncode == USER_ERROR_EXIT, stderr
-    assert "Traceback" not in stderr and "Traceback" not in result.stdout
-    last = stderr.splitlines()[-1]
-    assert ERROR_LINE.match(last), last
-    for name in case.names:
-        assert fill(name, world) in last, (name, last)
+    assert_one_error_line(result, [fill(name, world) for name in case.names])
     assert snapshot(world) == before
 
 

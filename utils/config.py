@@ -218,7 +218,7 @@ def _parse_overrides(overrides: Sequence[str] | dict | None) -> dict:
         else:
             raise ConfigError(f"command line: --{key} needs a value")
         try:
-            result[key] = yaml.safe_load(raw)
+            result[key] = yaml.safe_load(raw) if raw.strip() else raw  # YAML reads '' as null; keep it text
         except yaml.YAMLError as exc:
             raise ConfigError(f"command line: --{key} {raw!r} is not a valid value: {exc}") from exc
     return result
