@@ -24,6 +24,8 @@ CONFIG_FILE = "configs.yaml"
 METRICS_FILE = "metrics.jsonl"
 TEST_RESULTS_FILE = "test_results.json"
 BEST_CHECKPOINT = "best.pth"
+SEED_KEY = "seed"
+NOT_EXPERIMENT_KEYS = (SEED_KEY, "output_dir")  # runs that differ only in these are seeds of one experiment
 # the timestamp prefix train.py gives every run folder
 _STAMP = re.compile(r"^\d{8}_\d{6}_")
 T = TypeVar("T")  # what a run reader returns
@@ -156,9 +158,11 @@ def unique_labels(run_dirs: list[Path]) -> list[str]:
 
 
 def config_without_seed(cfg: Config) -> dict[str, Any]:
-    """The configuration minus ``seed``: equal for runs that differ only in their seed."""
+    """The configuration minus ``seed`` and the keys that only say where a run is written (``output_dir``):
+    equal for runs that differ only in their seed."""
     data = cfg.to_dict()
-    data.pop("seed", None)
+    for key in NOT_EXPERIMENT_KEYS:
+        data.pop(key, None)
     return data
 
 
