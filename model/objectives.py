@@ -1,8 +1,8 @@
 """Training objectives: SDM, ID, MLM (SPEC 5) and AQA (SPEC 6.4), each returning a scalar tensor.
 
-Inputs may come out of an autocast region; every loss is computed in float32 (float64 inputs stay float64). Under data parallelism the
-``shard`` argument makes each process compute its rows against the whole global batch (model/shard.py); the
-default is the single-process batch.
+Inputs may come out of an autocast region; every loss is computed in float32 (float64 inputs stay float64).
+Under data parallelism the ``shard`` argument makes each process compute its rows against the whole global batch
+(model/shard.py); the default is the single-process batch.
 """
 from __future__ import annotations
 
@@ -65,7 +65,10 @@ def compute_mlm(scores: Tensor, labels: Tensor, shard: BatchShard = LOCAL, globa
 def compute_aqa(answer_feats: Tensor, bridge_feats: Tensor, temperature: float, shard: BatchShard = LOCAL) -> Tensor:
     """Symmetric InfoNCE between answer features and SG-IHA outputs, cosine / temperature (SPEC 6.4)."""
     scores = cosine_matrix(answer_feats, shard.gather(bridge_feats)) / temperature
-    back = scores.t() if shard.world_size == 1 else cosine_matrix(bridge_feats, shard.gather(answer_feats)) / temperature
+    if shard.world_size == 1:
+        back = scores.t()
+    else:
+        back = cosine_matrix(bridge_feats, shard.gather(answer_feats)) / temperature
     targets = torch.arange(scores.shape[0], device=scores.device) + shard.offset
     return (shard.mean(F.cross_entropy(scores, targets, reduction="none"))
             + shard.mean(F.cross_entropy(back, targets, reduction="none")))

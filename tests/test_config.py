@@ -67,3 +67,40 @@ def test_saved_config_round_trips(tmp_path: Path):
     save_config(cfg, tmp_path / "configs.yaml")
     assert yaml.safe_load((tmp_path / "configs.yaml").read_text())["seed"] == 7
     assert load_config(tmp_path / "configs.yaml") == cfg
+
+
+def test_a_run_folder_of_an_earlier_version_still_loads(tmp_path, caplog):
+    import logging
+
+    old = tmp_path / "configs.yaml"
+    save_config(load_config(None), old)
+    old.write_text(old.read_text().replace("generate_in: null", "generate_if_missing: false"))
+    with caplog.at_level(logging.WARNING):
+        cfg = load_config(old)
+    assert cfg.toy.generate_in is None and "ignoring toy.generate_if_missing" in caplog.text
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ({"num_epoch": 2.5}, "num_epoch = 2.5 must be a whole number"),
+    ({"num_epoch": 3.0}, None),  # a whole number written as a float is fine
+    ({"batch_size": 1}, "batch_size = 1: must be a whole number >= 2"),
+    ({"img_size": [384, 128.5]}, "img_size = [384, 128.5]: must be two whole numbers"),
+    ({"img_erase_scale": [0.4, 0.02]}, "img_erase_scale = [0.4, 0.02]"),
+    ({"eval_splits": ["test", "test"]}, "eval_splits = ['test', 'test']"),
+    ({"eval_splits": []}, "eval_splits = []"),
+    ({"mlm.mask_ratio": 0.95}, "mlm.random_ratio = 0.1: plus mlm.mask_ratio (0.95) must be <= 1"),
+    ({"backbone.vision_heads": 5}, "backbone.vision_heads = 5: must divide backbone.vision_width = 768"),
+    ({"stride_size": 32}, "stride_size = 32: must be at most backbone.patch_size = 16"),
+    ({"early_stop_epoch": None}, None),
+    ({"early_stop_epoch": 0}, "early_stop_epoch = 0"),
+    ({"pretrain_path": 3}, "pretrain_path = 3 must be a path"),
+    ({"device": "gpu"}, "device = 'gpu': must be auto, cpu, cuda or cuda:N"),
+    ({"loss_names": "sdm+id", "sgiha.layers": [99]}, None),  # SG-IHA's settings matter only when it is trained
+])
+def test_values_are_checked_when_the_config_loads(override, fragment):
+    if fragment is None:
+        load_config(None, override)
+        return
+    with pytest.raises(ConfigError) as info:
+        load_config(None, override)
+    assert fragment in str(info.value)

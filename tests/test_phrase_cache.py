@@ -111,7 +111,7 @@ def test_the_annotation_is_always_read_and_validated_first(tmp_path):
 
 
 def test_an_unreadable_copy_is_an_error_naming_it(tmp_path, monkeypatch):
-    folder = fabricate(tmp_path, "CUHK-PEDES")
+    fabricate(tmp_path, "CUHK-PEDES")
     _phrases(tmp_path)
     original = Path.read_bytes
 

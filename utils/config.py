@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -34,6 +35,10 @@ CHOICES: dict[str, tuple] = {
     "select_on": ("val", "test"),
 }
 SPLITS = ("train", "val", "test")
+logger = logging.getLogger(__name__)
+
+# Keys earlier versions wrote into run folders' configs.yaml: read and ignored, with what replaced them.
+RETIRED_KEYS = {"toy.generate_if_missing": "toy.generate_in (the folder where the demo may generate toy data)"}
 # Keys that may be null (besides their values): no weights file, no early stop, no custom annotation, no toy data.
 NULLABLE = ("pretrain_path", "early_stop_epoch", "annotation_file", "toy.generate_in")
 # Keys that hold paths: relative ones are made absolute (against the working directory) by absolute_paths.
@@ -149,6 +154,9 @@ def _check_type(key: str, value: Any, default: Any, source: str) -> Any:
 
 
 def _set(tree: dict, key: str, value: Any, defaults: dict, source: str) -> None:
+    if key in RETIRED_KEYS:
+        logger.warning("%s: ignoring %s, an earlier version's key; see %s", source, key, RETIRED_KEYS[key])
+        return
     parts = key.split(".")
     node, dnode = tree, defaults
     for i, part in enumerate(parts):

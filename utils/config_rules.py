@@ -90,7 +90,8 @@ def increasing_ints(key: str, value: Any) -> None:
 
 
 def eval_splits(key: str, value: Any) -> None:
-    if not (isinstance(value, list) and value and all(v in EVAL_SPLITS for v in value) and len(set(value)) == len(value)):
+    distinct = isinstance(value, list) and len(set(map(str, value))) == len(value)
+    if not (distinct and value and all(v in EVAL_SPLITS for v in value)):
         _fail(key, value, f"must be a non-empty list of distinct splits from {list(EVAL_SPLITS)}")
 
 
