@@ -102,7 +102,6 @@ def build_dataloaders(cfg: Config, world_size: int = 1, rank: int = 0) -> DataBu
     data = read_dataset(cfg, required, need_phrases="aqa" in cfg.losses, cache_phrases=rank == 0)
     tokenizer = get_tokenizer()
     train_set = TrainDataset(data.train, build_transform(cfg, train=True), tokenizer, cfg, cfg.seed)
-    per_process(cfg.batch_size, world_size, "batch_size")  # a clear error before anything else is built
     batch_sampler = build_batch_sampler(cfg.sampler, [s.pid for s in data.train], cfg.batch_size, cfg.num_instance,
                                         cfg.seed, cfg.drop_last, world_size, rank)
     # Workers are not persistent: each epoch starts them anew with the dataset's epoch set (DataBundle.set_epoch).

@@ -1,4 +1,5 @@
 """Configuration: inheritance, overrides, and clear errors for unknown keys and bad values."""
+import logging
 from pathlib import Path
 
 import pytest
@@ -70,8 +71,6 @@ def test_saved_config_round_trips(tmp_path: Path):
 
 
 def test_a_run_folder_of_an_earlier_version_still_loads(tmp_path, caplog):
-    import logging
-
     old = tmp_path / "configs.yaml"
     save_config(load_config(None), old)
     old.write_text(old.read_text().replace("generate_in: null", "generate_if_missing: false"))
