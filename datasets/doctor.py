@@ -228,7 +228,7 @@ def long_caption_findings(files: DatasetFiles, records: Sequence[Indexed], text_
     for i, r in records:
         for caption in r.captions:
             total += 1
-            tokens = len(tokenizer.encode(caption)) + SPECIAL_TOKENS
+            tokens = tokenizer.sequence_length(caption)
             if tokens > text_length:
                 shown = caption if len(caption) <= CAPTION_SHOWN else caption[:CAPTION_SHOWN] + "..."
                 long.append(Example(i, r.img_path, f"{tokens} tokens: {shown!r}"))

@@ -2,9 +2,9 @@
 
     from model.api import load_encoder
 
-    encoder = load_encoder("logs/CUHK-PEDES/<run>")          # a run folder (configs.yaml + best.pth)
-    # load_encoder("logs/CUHK-PEDES/<run>/last.pth")          # a checkpoint file (the config stored in it)
-    # load_encoder("exports/<name>")                          # a folder written by tools/export_open_clip.py
+    encoder = load_encoder("logs/CUHK-PEDES/<run>")          # a run folder (configs.yaml + best.pth); also a
+                                                              # checkpoint file (the config stored in it) or a
+                                                              # folder written by tools/export_open_clip.py
     text = encoder.encode_text("a woman in a red coat")       # [1, D]
     images = encoder.encode_images(["a.jpg", pil_image])      # [2, D]: file paths and/or PIL images
     scores = text @ images.T                                  # cosine similarities, [1, 2]
