@@ -17,7 +17,6 @@ import argparse
 import json
 import logging
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,23 +24,23 @@ from typing import Any, Sequence
 from torch import nn
 
 from datasets.build import build_eval_sets
-from model.api import load_pretrained_model, retrieval_model
+from model.api import load_pretrained_model, read_checkpoint, retrieval_model
 from processor.amp import autocast, resolve_amp, resolve_device
 from processor.evaluator import evaluate, format_table
-from utils.checkpoint import load_checkpoint
 from utils.cli import run_cli
 from utils.config import Config, ConfigError, absolute_paths, load_config, save_config
 from utils.distributed import cleanup_distributed, init_distributed
 from utils.io import atomic_write_text
 from utils.logger import attach_log_file, setup_logger
-from utils.runs import BEST_CHECKPOINT, CONFIG_FILE, METRICS_FILE, TEST_RESULTS_FILE, run_config
+from utils.runs import (BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT, METRICS_FILE, TEST_RESULTS_FILE, new_run_dir,
+                        run_config)
 
 logger = logging.getLogger("sgiha")
 
 PRETRAINED = "pretrained"  # --checkpoint value for the zero-shot model
 ZERO_SHOT_SUFFIX = "_zero_shot"
 OWN_SPLIT = "test"
-RUN_MARKERS = (METRICS_FILE, BEST_CHECKPOINT, "last.pth")  # a configs.yaml beside one of these is a run's
+RUN_MARKERS = (METRICS_FILE, BEST_CHECKPOINT, LAST_CHECKPOINT)  # a configs.yaml beside one of these is a run's
 
 
 @dataclass(frozen=True)
@@ -89,16 +88,11 @@ def results_file(target: Target, cfg: Config, split: str) -> str:
     return f"{Path(TEST_RESULTS_FILE).stem}_{'_'.join(_slug(p) for p in parts)}.json"
 
 
-def _zero_shot_dir(cfg: Config) -> Path:
-    return Path(cfg.output_dir) / cfg.dataset_name / f"{time.strftime('%Y%m%d_%H%M%S')}_{cfg.name}{ZERO_SHOT_SUFFIX}"
-
-
 def load_model(cfg: Config, checkpoint: str, device) -> tuple[nn.Module, int | None]:
     """The model to evaluate and the epoch it was trained for (None for the pretrained weights)."""
     if checkpoint == PRETRAINED:
         return load_pretrained_model(cfg, device), None
-    state = load_checkpoint(checkpoint)
-    logger.info("loaded %s (epoch %d)", checkpoint, state["epoch"])
+    state = read_checkpoint(checkpoint)
     return retrieval_model(cfg, state["model"], device, checkpoint), state["epoch"]
 
 
@@ -118,7 +112,7 @@ def resolve_target(args: argparse.Namespace, cfg: Config) -> Target:
                           f"beside it): evaluate a trained run with --config_file <run>/{CONFIG_FILE}, this "
                           f"config's pretrained weights with --checkpoint {PRETRAINED}, or a checkpoint with "
                           f"--checkpoint FILE")
-    return Target(None, None, checkpoint, out_dir or _zero_shot_dir(cfg))
+    return Target(None, None, checkpoint, out_dir or new_run_dir(cfg, ZERO_SHOT_SUFFIX))
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,7 +20,7 @@ from datasets.toy import make_toy_dataset
 from model.build import build_model
 from processor.amp import autocast, build_grad_scaler, resolve_amp, resolve_device
 from processor.evaluator import chance_rank1
-from processor.trainer import LAST_CHECKPOINT, TrainState, fit, last_epoch
+from processor.trainer import TrainState, fit, last_epoch
 from solver import build_lr_scheduler, build_optimizer
 from solver.build import scheduled_lrs
 from utils.checkpoint import RESUME_KEYS, CheckpointError, load_checkpoint, previous_path
@@ -31,12 +30,10 @@ from utils.distributed import cleanup_distributed, env_world_size, init_distribu
 from utils.errors import UserError, one_line
 from utils.io import remove_stale_temporaries
 from utils.logger import attach_log_file, log_to_file, setup_logger
+from utils.runs import BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT, new_run_dir
 from utils.seed import set_rng_states, set_seed
 
 logger = logging.getLogger("sgiha")
-
-CONFIG_FILE = "configs.yaml"
-
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -46,15 +43,6 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     if args.config_file is None and args.resume is None:
         parser.error("--config_file is required (or --resume <run>/last.pth)")
     return args, overrides
-
-
-def make_run_dir(cfg: Config) -> Path:
-    """A new folder name: <output_dir>/<dataset_name>/<YYYYmmdd_HHMMSS>_<name>[_N] (N when the second is taken)."""
-    base = Path(cfg.output_dir) / cfg.dataset_name / f"{time.strftime('%Y%m%d_%H%M%S')}_{cfg.name}"
-    run_dir, n = base, 1
-    while run_dir.exists():
-        run_dir, n = base.with_name(f"{base.name}_{n}"), n + 1
-    return run_dir
 
 
 def prepare_toy_dataset(cfg: Config) -> None:
@@ -87,7 +75,7 @@ def read_resume_checkpoint(path: Path) -> dict[str, Any]:
     try:
         ckpt = load_checkpoint(path)
     except CheckpointError as exc:
-        raise CheckpointError(f"--resume: {exc}{fallback}; or evaluate {path.parent / 'best.pth'} with test.py"
+        raise CheckpointError(f"--resume: {exc}{fallback}; or evaluate {path.parent / BEST_CHECKPOINT} with test.py"
                               ) from exc
     missing = [k for k in RESUME_KEYS if k not in ckpt]
     if missing:
@@ -173,7 +161,7 @@ def open_run_dir(cfg: Config, resume: Path | None, world_size: int) -> Path:
     """The run folder: a new one (every process agrees on its name) or the resumed run's."""
     if resume:
         return resume.parent
-    holder = [str(make_run_dir(cfg))]
+    holder = [str(new_run_dir(cfg))]
     if world_size > 1:  # timestamps may differ by a second between processes
         torch.distributed.broadcast_object_list(holder, src=0)
     return Path(holder[0])

@@ -66,7 +66,8 @@ def retrieval_model(cfg: Config, state_dict: Mapping[str, Tensor], device: torch
     return model.to(device).eval()
 
 
-def _read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """A training checkpoint (utils.checkpoint.load_checkpoint), with a log line naming its epoch."""
     state = load_checkpoint(path)
     logger.info("loaded %s (epoch %d)", path, state["epoch"])
     return state
@@ -74,7 +75,7 @@ def _read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 def load_retrieval_model(cfg: Config, checkpoint: str | os.PathLike, device: torch.device) -> nn.Module:
     """The inference model with a training checkpoint's weights, in eval mode."""
-    return retrieval_model(cfg, _read_checkpoint(checkpoint)["model"], device, str(checkpoint))
+    return retrieval_model(cfg, read_checkpoint(checkpoint)["model"], device, str(checkpoint))
 
 
 def load_pretrained_model(cfg: Config, device: torch.device) -> CLIP:
@@ -188,7 +189,7 @@ def load_encoder(path: str | os.PathLike, device: str | torch.device = "auto",
         logger.info("loaded the export %s", path)
         model = retrieval_model(cfg, state_dict, device, str(path))
     elif path.is_file():
-        state = _read_checkpoint(path)
+        state = read_checkpoint(path)
         cfg = _stored_config(state, path)
         model = retrieval_model(cfg, state["model"], device, str(path))
     elif not path.exists():

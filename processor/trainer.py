@@ -21,11 +21,11 @@ from utils.distributed import average_over_ranks
 from utils.errors import UserError
 from utils.io import atomic_write_text
 from utils.metrics import METRIC_KEYS
+from utils.runs import BEST_CHECKPOINT, LAST_CHECKPOINT, METRICS_FILE
 from utils.seed import get_rng_states
 
 logger = logging.getLogger(__name__)
 
-LAST_CHECKPOINT, BEST_CHECKPOINT, METRICS_FILE = "last.pth", "best.pth", "metrics.jsonl"
 TOTAL_LOSS = "loss"  # the sum of the weighted losses, logged next to each
 
 

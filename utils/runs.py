@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
@@ -24,6 +25,7 @@ CONFIG_FILE = "configs.yaml"
 METRICS_FILE = "metrics.jsonl"
 TEST_RESULTS_FILE = "test_results.json"
 BEST_CHECKPOINT = "best.pth"
+LAST_CHECKPOINT = "last.pth"
 SEED_KEY = "seed"
 NOT_EXPERIMENT_KEYS = (SEED_KEY, "output_dir")  # runs that differ only in these are seeds of one experiment
 # the timestamp prefix train.py gives every run folder
@@ -41,6 +43,15 @@ class RunScores:
 
     metrics: dict[str, float]
     source: str  # 'test_results.json', or 'metrics.jsonl epoch N' when test.py has not been run
+
+
+def new_run_dir(cfg: Config, suffix: str = "") -> Path:
+    """A folder name no run has: <output_dir>/<dataset_name>/<YYYYmmdd_HHMMSS>_<name><suffix>[_N]."""
+    base = Path(cfg.output_dir) / cfg.dataset_name / f"{time.strftime('%Y%m%d_%H%M%S')}_{cfg.name}{suffix}"
+    run_dir, n = base, 1
+    while run_dir.exists():
+        run_dir, n = base.with_name(f"{base.name}_{n}"), n + 1
+    return run_dir
 
 
 def check_run_dir(run_dir: str | os.PathLike) -> Path:
