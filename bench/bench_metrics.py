@@ -3,18 +3,15 @@
 Synthetic similarities at the three benchmarks' test sizes (SPEC 2), with their identity structure
 (several images per identity, captions of each image as queries). Both implementations run on the same
 matrix; the script checks that they agree and prints (or writes) a markdown table of time and peak extra
-memory. CPU memory is the resident-set peak (Linux /proc: VmHWM, reset before each run) minus the resident
-set before the run, with glibc's mmap threshold pinned so that every large block is returned to the system
-when freed (otherwise freed memory stays resident and later runs look free). CUDA memory is
-torch.cuda.max_memory_allocated minus the memory allocated before.
+memory. CPU memory is the most torch's allocator held at once above what it held before the call, from its own
+allocation events (bench/memory.py: the process's resident set would depend on what it freed earlier). CUDA
+memory is torch.cuda.max_memory_allocated minus the memory allocated before.
 
     python bench/bench_metrics.py [--sizes icfg cuhk rstp] [--device cpu|cuda] [--out FILE.md] [--tiny]
 """
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import platform
 import sys
 import time
@@ -25,6 +22,7 @@ import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.memory import cpu_allocation_peak  # noqa: E402
 from bench.report import publish  # noqa: E402
 from utils.metrics import REPORTED_RANKS, retrieval_metrics  # noqa: E402
 
@@ -43,8 +41,6 @@ TOLERANCE = 1e-3         # largest accepted difference between the two implement
 GENERATION_CHUNK = 1024  # query rows generated at a time (keeps set-up memory near the matrix itself)
 SEED = 0                 # synthetic data seed
 WARMUP_SIZE = (64, 32, 8)  # queries, gallery, identities of the untimed first run (lazy initialisation)
-M_MMAP_THRESHOLD = -3    # glibc mallopt parameter number (malloc.h)
-MMAP_THRESHOLD = 128 * 1024  # glibc's default; setting it explicitly turns off its dynamic growth
 MIB = 2 ** 20
 
 
@@ -84,45 +80,25 @@ def usual_metrics(similarity: Tensor, q_pids: Tensor, g_pids: Tensor, max_rank: 
     return result
 
 
-def _proc_status_kib(field: str) -> int:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field} line")
-
-
 def measure(fn: Callable[[], dict], device: torch.device) -> tuple[dict, float, float]:
-    """fn's result, wall time (s) and peak extra memory (MiB) on ``device``."""
+    """fn's result, wall time (s) and peak extra memory (MiB) on ``device``.
+
+    On CPU the memory comes from a second call under the profiler, whose per-operation cost stays out of the time.
+    """
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
-    else:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
-            f.write("5")  # Linux: reset the resident-set peak (VmHWM) to the current resident set
-        before = _proc_status_kib("VmRSS") * 1024
     start = time.perf_counter()
     result = fn()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start
     if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device) - before
-    else:
-        peak = _proc_status_kib("VmHWM") * 1024 - before
-    return result, elapsed, peak / MIB
-
-
-def pin_mmap_threshold() -> bool:
-    """Make glibc serve every block >= MMAP_THRESHOLD by mmap, so that freeing it lowers the resident set."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        return bool(ctypes.CDLL(name).mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
-    except (OSError, AttributeError):
-        return False
+        return result, elapsed, (torch.cuda.max_memory_allocated(device) - before) / MIB
+    with cpu_allocation_peak() as cpu_memory:
+        fn()
+    return result, elapsed, cpu_memory["peak_bytes"] / MIB
 
 
 def bench_one(key: str, device: torch.device, tiny: bool) -> dict:
@@ -143,11 +119,10 @@ def bench_one(key: str, device: torch.device, tiny: bool) -> dict:
                 ours_s=ours_s, ours_mib=ours_mib, difference=difference, metrics=ours)
 
 
-def markdown(rows: list[dict], device: torch.device, pinned: bool) -> str:
+def markdown(rows: list[dict], device: torch.device) -> str:
     """The results as a markdown table, with the machine described."""
     memory = ("torch.cuda.max_memory_allocated" if device.type == "cuda"
-              else "resident-set peak (VmHWM) minus resident set before the call"
-              + ("" if pinned else " (glibc mmap threshold NOT pinned: freed memory may stay resident)"))
+              else "most bytes torch's CPU allocator held at once above what it held before the call")
     lines = [
         f"Device: {_device_name(device)}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads. "
         f"Peak extra memory: {memory}.",
@@ -192,8 +167,7 @@ def main(argv: list[str] | None = None) -> str:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is available")
     device = torch.device(args.device)
-    pinned = device.type == "cuda" or pin_mmap_threshold()
-    return publish(markdown([bench_one(key, device, args.tiny) for key in args.sizes], device, pinned), args.out)
+    return publish(markdown([bench_one(key, device, args.tiny) for key in args.sizes], device), args.out)
 
 
 if __name__ == "__main__":

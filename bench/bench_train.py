@@ -5,9 +5,11 @@ ID classifier of CUHK-PEDES (11,003 identities, SPEC 2), synthetic batches shape
 40-60 tokens, ~15% MLM-masked positions, a question with 2-3 masked tokens, an answer of ~6 tokens) and the
 whole step: forward under autocast, backward, Adam step (``build_optimizer``, SPEC 7 groups).
 
-Each recipe runs in a fresh subprocess so that its memory peak is its own. Peak memory on CUDA is
-``torch.cuda.max_memory_allocated``; on CPU it is the resident-set peak (/proc/self/status VmHWM) minus the
-resident set just before the model is built; the whole process's peak (Python and torch included) is shown too.
+Each recipe runs in a fresh subprocess. Peak memory is the most that torch's allocator held at once from the model's
+construction through the steps: on CUDA ``torch.cuda.max_memory_allocated``; on CPU the running sum of the
+allocator's own allocation and free events (torch.profiler with ``profile_memory``) over the model's construction
+and ``MEMORY_STEPS`` untimed steps, so that memory the process already held from earlier work cannot hide it
+(issue 20). The whole process's resident-set peak (/proc/self/status VmHWM, Python and torch included) is shown too.
 
     python bench/bench_train.py [--recipes irra irra_sgiha ...] [--batch_size 4] [--amp none|fp16|bf16]
         [--grad_checkpoint] [--steps 3] [--warmup 1] [--device auto|cpu|cuda] [--out FILE.md] [--tiny]
@@ -24,12 +26,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.memory import cpu_allocation_peak  # noqa: E402
 from bench.report import publish  # noqa: E402
 from datasets.mlm import FIRST_WORD_ID, mask_tokens  # noqa: E402
 from model.build import build_model  # noqa: E402
@@ -44,6 +47,7 @@ NUM_CLASSES = 11_003       # SPEC 2: CUHK-PEDES training identities (ID classifi
 CAPTION_TOKENS = (40, 60)  # BPE tokens of a caption between SOT and EOT (CUHK-PEDES captions), inclusive range
 PHRASE_TOKENS = (2, 3)     # masked tokens of a question = tokens of its answer phrase, inclusive range
 SEED = 0                   # synthetic batches and model initialisation
+MEMORY_STEPS = 2           # CPU peak: step 1 creates Adam's state, step 2 runs with it held (the steady state)
 # --tiny: a small backbone for smoke tests (the recipe configs stay as they are otherwise).
 TINY_OVERRIDES = {
     "img_size": [32, 16], "backbone.embed_dim": 32, "backbone.vision_width": 32, "backbone.text_width": 32,
@@ -126,6 +130,28 @@ def proc_status_bytes() -> dict[str, int]:
     return values
 
 
+def train_step(model: torch.nn.Module, batch: dict[str, Tensor], optimizer: torch.optim.Optimizer,
+               scaler: torch.amp.GradScaler, device: torch.device, amp: str) -> dict[str, float]:
+    """One training step as processor/trainer.py runs it; the step's losses."""
+    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    with autocast(device, amp):
+        outputs = model(batch)
+    loss = sum(v for k, v in outputs.items() if k.endswith("_loss"))
+    backward_step(loss, optimizer, scaler)
+    return {k: float(v.detach()) for k, v in outputs.items() if k.endswith("_loss")}
+
+
+def build_and_step(cfg: Config, num_classes: int, device: torch.device, amp: str, steps: int,
+                   next_batch: Callable[[], dict[str, Tensor]]) -> tuple:
+    """Model, optimizer and scaler after ``steps`` untimed training steps."""
+    model = build_model(cfg, num_classes).to(device).train()
+    optimizer = build_optimizer(cfg, model)
+    scaler = build_grad_scaler(device, amp)
+    for _ in range(steps):
+        train_step(model, next_batch(), optimizer, scaler, device, amp)
+    return model, optimizer, scaler
+
+
 def measure_recipe(recipe: str, args: argparse.Namespace) -> dict:
     """Build the recipe, run ``warmup`` untimed and ``steps`` timed training steps; timings, memory, counts."""
     device = resolve_device(args.device)
@@ -133,37 +159,35 @@ def measure_recipe(recipe: str, args: argparse.Namespace) -> dict:
     num_classes = TINY_NUM_CLASSES if args.tiny else NUM_CLASSES
     torch.manual_seed(SEED)
     generator = torch.Generator().manual_seed(SEED)
-    synthetic_batch(cfg, num_classes, generator)  # builds the tokenizer before the memory baseline
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    baseline = proc_status_bytes()["VmRSS"]
-    model = build_model(cfg, num_classes).to(device).train()
-    optimizer = build_optimizer(cfg, model)
-    scaler = build_grad_scaler(device, args.amp)
-    times, stats, losses = [], [], {}
-    for step in range(args.warmup + args.steps):
+    stats: list[dict[str, float]] = []
+
+    def next_batch() -> dict[str, Tensor]:
         batch = synthetic_batch(cfg, num_classes, generator)
         stats.append(batch_statistics(batch))
+        return batch
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        model, optimizer, scaler = build_and_step(cfg, num_classes, device, args.amp, 0, next_batch)
+    else:
+        with cpu_allocation_peak() as cpu_memory:
+            model, optimizer, scaler = build_and_step(cfg, num_classes, device, args.amp, MEMORY_STEPS, next_batch)
+    times, losses = [], {}
+    for step in range(args.warmup + args.steps):
+        batch = next_batch()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        with autocast(device, args.amp):
-            outputs = model(batch)
-        loss = sum(v for k, v in outputs.items() if k.endswith("_loss"))
-        backward_step(loss, optimizer, scaler)
+        losses = train_step(model, batch, optimizer, scaler, device, args.amp)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         if step >= args.warmup:
             times.append(time.perf_counter() - start)
-        losses = {k: float(v.detach()) for k, v in outputs.items() if k.endswith("_loss")}
-    memory = proc_status_bytes()
-    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
-            else memory["VmHWM"] - baseline)
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else cpu_memory["peak_bytes"]
     return {
         "recipe": recipe, "losses": list(cfg.losses), "batch_size": cfg.batch_size, "steps": len(times),
         "samples": cfg.batch_size * len(times), "step_times": times, "s_per_step": statistics.median(times),
-        "peak_bytes": peak, "process_peak_bytes": memory["VmHWM"],
+        "peak_bytes": peak, "process_peak_bytes": proc_status_bytes()["VmHWM"],
         "params": sum(p.numel() for p in model.parameters()),
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "backbone_params": sum(p.numel() for p in model.backbone.parameters()),
@@ -228,7 +252,8 @@ def format_table(results: list[dict], args: argparse.Namespace, machine: str) ->
     by_recipe = {r["recipe"]: r for r in results}
     device = resolve_device(args.device)
     memory = ("torch.cuda.max_memory_allocated" if device.type == "cuda"
-              else "resident-set peak (VmHWM) minus the resident set before the model was built")
+              else f"most bytes torch's CPU allocator held at once (profiler allocation events), model "
+                   f"construction and {MEMORY_STEPS} untimed steps")
     size = "tiny backbone (smoke test)" if args.tiny else "ViT-B/16, 384x128"
     lines = [
         machine, "",
