@@ -97,6 +97,7 @@ def test_parameter_counts_match_hand_counts():
         assert result["peak_bytes"] > 0 and result["process_peak_bytes"] >= result["peak_bytes"]
 
 
+@pytest.mark.slow
 def test_tiny_run_in_subprocesses_writes_a_consistent_table(tmp_path):
     out = tmp_path / "train.md"
     table = bench_train.main(TINY_ARGS + ["--recipes", "irra", "irra_sgiha", "--out", str(out)])
