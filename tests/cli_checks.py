@@ -38,7 +38,6 @@ def assert_one_error_line(result: subprocess.CompletedProcess, names: list[str],
     return last
 
 
-
 EntryPoint = Callable[[Sequence[str]], Any]  # a script's main(argv)
 
 

@@ -1,6 +1,7 @@
 """bench/bench_train.py at tiny sizes: realistic synthetic batches, consistent counts, a well-formed table."""
 import argparse
 
+import pytest
 import torch
 
 from bench import bench_train
