@@ -95,7 +95,9 @@ def test_parameter_counts_match_hand_counts():
         assert result["steps"] == 1 and result["samples"] == 4 and len(result["step_times"]) == 1
         assert all(torch.isfinite(torch.tensor(v)) for v in result["last_losses"].values())
         assert set(result["last_losses"]) == {f"{n}_loss" for n in result["losses"]}
-        assert result["peak_bytes"] > 0 and result["process_peak_bytes"] >= result["peak_bytes"]
+        # in a process that ran other tests the high-water mark may predate the recipe (peak 0): the subprocess
+        # table test (slow tier) checks that it grows in a fresh process
+        assert result["peak_bytes"] >= 0 and result["process_peak_bytes"] >= result["peak_bytes"]
 
 
 @pytest.mark.slow
