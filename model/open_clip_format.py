@@ -19,12 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor
 
-from datasets.transforms import RESIZE_INTERPOLATION
+from datasets.transforms import CLIP_MEAN, CLIP_STD, RESIZE_INTERPOLATION
 from model.transformer import MLP_RATIO
 from utils.config import Config, ConfigError, load_config
 from utils.errors import UserError
@@ -84,8 +83,8 @@ def model_config(cfg: Config) -> dict[str, Any]:
 
 def preprocess_config(cfg: Config) -> dict[str, Any]:
     """open_clip's preprocessing settings for ``build_transform(cfg, train=False)``."""
-    return {"size": list(cfg.img_size), "mean": list(OPENAI_DATASET_MEAN), "std": list(OPENAI_DATASET_STD),
-            "interpolation": RESIZE_INTERPOLATION.value, "resize_mode": RESIZE_MODE}
+    return {"size": list(cfg.img_size), "mean": list(CLIP_MEAN), "std": list(CLIP_STD),
+            "interpolation": RESIZE_INTERPOLATION, "resize_mode": RESIZE_MODE}
 
 
 def _json(data: Mapping[str, Any]) -> str:

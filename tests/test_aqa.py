@@ -1,5 +1,6 @@
 """AQA samples, one test per rule of SPEC 6.1."""
 import random
+import re
 from collections import Counter
 
 import torch
@@ -98,7 +99,22 @@ def test_question_mask_covers_sot_through_eot(tokenizer):
     assert sample.question_ids.dtype == sample.question_mask.dtype == sample.answer_ids.dtype == torch.long
 
 
-def test_same_seed_same_sample(tokenizer):
+def test_a_sample_is_drawn_from_the_given_generator_alone(tokenizer):
+    """SPEC 6.1 by hand from a twin of the generator: a phrase uniformly, then one of its occurrences uniformly;
+    the question masks it with one mask per BPE token, the answer is 3 masks and the phrase. The global random
+    stream is reseeded in between: a sample that read it would not follow its twin."""
     caption = "a red coat and a red bag and white shoes"
-    a = [make_aqa_sample(caption, ["red", "white shoes"], tokenizer, random.Random(5), **KW) for _ in range(2)]
-    assert torch.equal(a[0].question_ids, a[1].question_ids) and torch.equal(a[0].answer_ids, a[1].answer_ids)
+    phrases = ["red", "white shoes"]
+    state = random.getstate()
+    try:
+        for seed in range(12):
+            twin = random.Random(seed)
+            phrase = twin.choice(phrases)
+            start = twin.choice([m.start() for m in re.finditer(rf"\b{phrase}\b", caption)])
+            masks = " ".join(["<|mask|>"] * len(tokenizer.encode(phrase)))
+            random.seed(1000 + seed)
+            sample = make_aqa_sample(caption, phrases, tokenizer, random.Random(seed), **KW)
+            assert torch.equal(sample.question_ids, tokenizer(caption[:start] + masks + caption[start + len(phrase):]))
+            assert torch.equal(sample.answer_ids, tokenizer(f"<|mask|> <|mask|> <|mask|> {phrase}"))
+    finally:
+        random.setstate(state)

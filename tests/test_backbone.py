@@ -14,6 +14,7 @@ from tests.test_model import tiny_batch, tiny_cfg
 from utils.config import load_config
 
 
+@pytest.mark.slow
 def test_same_weights_give_the_clip_package_vit_b16_features(caplog):
     torch.manual_seed(0)
     caplog.set_level(logging.ERROR)  # open_clip warns that pretrained=None means random weights

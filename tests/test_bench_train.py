@@ -1,9 +1,11 @@
 """bench/bench_train.py at tiny sizes: realistic synthetic batches, consistent counts, a well-formed table."""
 import argparse
 
+import pytest
 import torch
 
 from bench import bench_train
+from bench.memory import cpu_allocation_peak
 from utils.tokenizer import get_tokenizer
 from tests.markdown_table import table_rows
 
@@ -105,7 +107,7 @@ def test_cpu_allocation_peak_counts_the_block_not_the_process_history():
     released = torch.empty(64 * mib // FP32_BYTES)  # memory the process held and freed before the block (issue 20)
     released.fill_(1.0)
     del released
-    with bench_train.cpu_allocation_peak() as measured:
+    with cpu_allocation_peak() as measured:
         a = torch.empty(4 * mib // FP32_BYTES)
         b = torch.empty(4 * mib // FP32_BYTES)
         del a
@@ -115,6 +117,7 @@ def test_cpu_allocation_peak_counts_the_block_not_the_process_history():
     assert d.numel() and measured["peak_bytes"] == 8 * mib
 
 
+@pytest.mark.slow
 def test_tiny_run_in_subprocesses_writes_a_consistent_table(tmp_path):
     out = tmp_path / "train.md"
     table = bench_train.main(TINY_ARGS + ["--recipes", "irra", "irra_sgiha", "--out", str(out)])

@@ -263,6 +263,7 @@ def finish(process: subprocess.Popen) -> tuple[int, str, str]:
     return process.returncode, out, err
 
 
+@pytest.mark.slow
 def test_cli_exit_statuses_and_json(toy_root, tmp_path):
     folder = fabricate(tmp_path, "CUHK-PEDES")
     (folder / "imgs" / "b/12_0.png").unlink()

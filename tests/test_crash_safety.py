@@ -12,6 +12,8 @@ from tests.tiny_run import make_tiny_toy, tiny_args
 from utils.checkpoint import load_checkpoint
 from utils.config import CONFIG_DIR
 
+pytestmark = pytest.mark.slow  # processes started per test (see pytest.ini)
+
 ROOT = CONFIG_DIR.parent
 STEPS_PER_EPOCH = 16 * 2 * 2 // 16  # make_tiny_toy's 64 captions at batch 16
 EPOCHS = 3

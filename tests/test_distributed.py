@@ -4,7 +4,8 @@
 - 2 processes and 1 process train the tiny model step for step to the same weights, losses and metrics
   (all four losses, augmentation on, random and identity samplers, a partial last batch);
 - the torchrun command line ends with the 1-process run's last.pth;
-- ranks stay in sync, one run folder is written and each evaluation happens once.
+- ranks keep the same schedule and weights on disjoint shares of the data, one run folder is written and
+  each evaluation happens once.
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ from model.shard import BatchShard
 from tests.tiny_run import make_tiny_toy, tiny_args
 from utils.checkpoint import load_checkpoint
 from utils.config import CONFIG_DIR
+
+pytestmark = pytest.mark.slow  # processes started per test (see pytest.ini)
 
 REL_TOL = 1e-5  # float32 summation order aside, the weights of N processes and of one are the same
 # SPEC 7's Adam epsilon. The demo's 1e-8 turns float32 noise into whole steps for the parameters whose true
@@ -195,33 +198,52 @@ def test_torchrun_command_line_matches_one_process(tmp_path: Path):
 
 def _sync_worker(rank: int, world_size: int, port: int, toy_root: str, out: str, report: str) -> None:
     _join_group(rank, world_size, port)
+    import datasets.train_dataset as train_dataset
     import processor.trainer as trainer
 
-    original_step = trainer.backward_step
-    checks: list[bool] = []
+    original_step, original_item = trainer.backward_step, train_dataset.TrainDataset.__getitem__
+    drawn: list[int] = []  # training samples read since the last step (num_workers 0: in this process)
+    steps: list[dict] = []
+
+    def recorded_item(self, index: int):
+        drawn.append(index)
+        return original_item(self, index)
 
     def checked_step(loss, optimizer, scaler):
         original_step(loss, optimizer, scaler)
         flat = _flat_weights(optimizer)
         gathered = [torch.zeros_like(flat) for _ in range(world_size)]
         dist.all_gather(gathered, flat)
-        checks.append(all(torch.equal(gathered[0], g) for g in gathered))
+        steps.append({"samples": list(drawn), "lrs": [group["lr"] for group in optimizer.param_groups],
+                      "same_weights": all(torch.equal(gathered[0], g) for g in gathered)})
+        drawn.clear()
 
+    train_dataset.TrainDataset.__getitem__ = recorded_item
     trainer.backward_step = checked_step
     run_dir = train_script.main(tiny_args(Path(toy_root), Path(out), "--num_epoch", "2", "--batch_size", "8"))
-    Path(report, f"rank{rank}.json").write_text(json.dumps({"checks": checks, "run_dir": str(run_dir)}))
+    Path(report, f"rank{rank}.json").write_text(json.dumps({"steps": steps, "run_dir": str(run_dir)}))
 
 
 def test_two_process_training_keeps_ranks_in_sync(tmp_path: Path):
+    """What DDP does not keep in step: each rank's schedule and its share of the data. At every step the ranks
+    have the same learning rates (and weights) and disjoint halves of the global batch; over an epoch the halves
+    hold every training sample once."""
     toy_root = make_tiny_toy(tmp_path / "toy")
     out, report = tmp_path / "runs", tmp_path / "report"
     report.mkdir()
     mp.spawn(_sync_worker, args=(2, _free_port(), str(toy_root), str(out), str(report)), nprocs=2, join=True)
 
     reports = [json.loads((report / f"rank{r}.json").read_text()) for r in range(2)]
-    steps = TOY_SAMPLES // 8 * 2  # global batch 8 (4 per process), 2 epochs
-    assert [len(r["checks"]) for r in reports] == [steps, steps]
-    assert all(all(r["checks"]) for r in reports)
+    per_epoch = TOY_SAMPLES // 8  # global batch 8 (4 per process)
+    assert [len(r["steps"]) for r in reports] == [2 * per_epoch, 2 * per_epoch]  # 2 epochs
+    for first, second in zip(reports[0]["steps"], reports[1]["steps"]):
+        assert first["lrs"] == second["lrs"] and first["same_weights"] and second["same_weights"]
+        assert len(first["samples"]) == len(second["samples"]) == 4
+        assert not set(first["samples"]) & set(second["samples"])
+    for epoch in range(2):
+        steps = slice(epoch * per_epoch, (epoch + 1) * per_epoch)
+        drawn = [i for r in reports for step in r["steps"][steps] for i in step["samples"]]
+        assert sorted(drawn) == list(range(TOY_SAMPLES))
     assert reports[0]["run_dir"] == reports[1]["run_dir"]
     runs = list((out / "CUHK-PEDES").iterdir())
     assert len(runs) == 1

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import train as train_script
+from datasets.bases import DatasetError
 from model.build import build_retrieval_model
 from processor.amp import autocast
 from processor.trainer import NonFiniteLossError, train_one_epoch
@@ -83,13 +84,14 @@ def test_bf16_autocast_training_keeps_fp32_weights(toy_root: Path, tmp_path: Pat
 
 def test_missing_dataset_is_an_error_not_toy_data(tmp_path: Path):
     args = tiny_args(tmp_path / "nothing_here", tmp_path / "out")
-    with pytest.raises(Exception) as info:
+    with pytest.raises(DatasetError) as info:
         train_script.main(args)
-    assert "nothing_here" in str(info.value)
+    assert str(info.value).startswith(f"{tmp_path / 'nothing_here' / 'CUHK-PEDES'}: dataset folder not found")
     assert not (tmp_path / "nothing_here").exists()
     assert not any((tmp_path / "out").rglob("*.yaml"))  # the run that never started left no folder
 
 
+@pytest.mark.slow
 def test_cli_reports_user_errors_in_one_line(tmp_path: Path):
     result = subprocess.run([sys.executable, str(CONFIG_DIR.parent / "train.py"), "--config_file", DEMO,
                              "--root_dir", str(tmp_path / "missing"),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,13 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import train as train_script
 from datasets.build import build_eval_sets
 from model.clip import CLIP
 from model.pretrained import resize_pos_embed
 from processor.amp import autocast
 from processor.evaluator import evaluate
-from tests.tiny_run import load_test_script, make_tiny_toy, tiny_args
+from tests.tiny_run import load_test_script
 from utils.checkpoint import load_checkpoint
 from utils.config import CONFIG_DIR, load_config
 
@@ -26,10 +26,11 @@ METRICS = {"R1", "R5", "R10", "mAP", "mINP"}
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> tuple[Path, Path]:
-    tmp = tmp_path_factory.mktemp("evaluate")
-    toy = make_tiny_toy(tmp / "toy")
-    return toy, train_script.main(tiny_args(toy, tmp / "runs", "--num_epoch", "2"))
+def run(tmp_path_factory, tiny_toy: Path, tiny_run: Path) -> tuple[Path, Path]:
+    """The shared tiny run's data and a copy of its folder (these tests add result files to it)."""
+    run_dir = tmp_path_factory.mktemp("evaluate") / tiny_run.name
+    shutil.copytree(tiny_run, run_dir)
+    return tiny_toy, run_dir
 
 
 def _read(path: Path) -> dict:
@@ -66,6 +67,7 @@ def test_other_evaluations_go_to_their_own_files(run, tmp_path):
     assert (run_dir / "test_results.json").read_bytes() == own  # the run's own result is untouched
 
 
+@pytest.mark.slow
 def test_a_config_that_is_not_a_run_s_says_so(run, tmp_path):
     toy, _ = run
     config = tmp_path / "my.yaml"
@@ -99,6 +101,7 @@ def openai_files(tmp_path_factory) -> tuple[Path, Path, dict[str, torch.Tensor]]
     return folder / "ViT-B-16.pt", folder / "ViT-B-16_state_dict.pt", weights
 
 
+@pytest.mark.slow
 def test_zero_shot_evaluates_the_config_s_pretrained_weights(run, openai_files, tmp_path):
     toy, _ = run
     archive, state_dict, weights = openai_files
@@ -125,6 +128,7 @@ def test_zero_shot_evaluates_the_config_s_pretrained_weights(run, openai_files, 
     assert results["archive"]["metrics"] == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_zero_shot_needs_pretrained_weights(run, tmp_path):
     toy, _ = run
     result = subprocess.run([sys.executable, str(ROOT / "test.py"), "--config_file", str(CONFIG_DIR / "demo.yaml"),

@@ -136,6 +136,7 @@ def test_open_clip_ranks_the_test_split_as_our_evaluation(demo_run: Path, export
     assert theirs == pytest.approx({k: expected[k] for k in METRIC_KEYS}, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_full_size_vit_b16_exports_exactly(tmp_path: Path):
     """A random full ViT-B/16 at 384x128 with context 77 (configs/base.yaml): same features through open_clip."""
     torch.manual_seed(0)
@@ -187,6 +188,7 @@ def test_read_export_refuses_what_this_project_cannot_reproduce(exported, tmp_pa
             read_export(folder)
 
 
+@pytest.mark.slow
 def test_cli_missing_config_is_one_error_line(tmp_path: Path):
     result = subprocess.run([sys.executable, str(CONFIG_DIR.parent / "tools" / "export_open_clip.py"),
                              "--config_file", str(tmp_path / "nowhere" / CONFIG_FILE), "--out", str(tmp_path / "out")],

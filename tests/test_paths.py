@@ -23,6 +23,7 @@ def _without(args: list[str], keys: tuple[str, ...]) -> list[str]:
     return [item for key, value in pairs if key not in keys for item in (key, value)]
 
 
+@pytest.mark.slow
 def test_run_script_resolves_paths_against_the_caller_s_directory(tmp_path: Path):
     make_tiny_toy(tmp_path / "mydata")
     tiny = _without(tiny_args(Path("unused"), Path("unused")), PLACED)

@@ -141,6 +141,7 @@ def _nan_worker(rank: int, world_size: int, port: int, toy_root: str, out: str) 
     Path(out, f"rank{rank}.txt").write_text(message)
 
 
+@pytest.mark.slow
 def test_a_non_finite_loss_on_one_rank_stops_every_rank(toy: Path, tmp_path: Path):
     mp.spawn(_nan_worker, args=(2, _free_port(), str(toy), str(tmp_path)), nprocs=2, join=True)
     for rank in (0, 1):

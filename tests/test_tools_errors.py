@@ -1,9 +1,12 @@
-"""Wrong tool commands, each run as a real command line: exit status 2, one last 'error: ...' line naming the file
-or key, no traceback, and no file created or changed around the run folder and the gallery."""
+"""Wrong tool commands: exit status 2, one last 'error: ...' line naming the file or key, no traceback, and no file
+created or changed around the run folder and the gallery. Each tool's main runs in this process through run_cli
+(what its command line does); the slow tier runs one case of each tool as a real command line."""
 from __future__ import annotations
 
+import importlib
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,13 +14,9 @@ from typing import NamedTuple
 
 import pytest
 
-import train as train_script
 from tests.cli_checks import REPO, assert_one_error_line
 from tests.cli_checks import snapshot as snapshot_under
-from tests.tiny_run import make_tiny_toy, tiny_args
-from utils.logger import setup_logger
 from utils.runs import run_label
-
 
 
 class Case(NamedTuple):
@@ -71,21 +70,25 @@ CASES = {
 }
 
 
+# the cases run again as real command lines (slow tier): the first case of each tool
+COMMAND_LINE_CASES = list({case.tool: name for name, case in reversed(CASES.items())}.values())
+
+
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> dict[str, Path]:
-    """A tiny trained run and every kind of wrong input next to it, under one folder."""
+def world(tmp_path_factory, tiny_toy: Path, tiny_run: Path) -> dict[str, Path]:
+    """A tiny trained run and every kind of wrong input next to it, under one folder; the run's data
+    (``run_data``, shared with other tests) is watched too."""
     root = tmp_path_factory.mktemp("tool_errors")
-    toy = make_tiny_toy(root / "toy")
-    run = train_script.main(tiny_args(toy, root / "logs"))
-    setup_logger(None)  # close the run's train.log: nothing may touch the run folder from here on
-    paths = {"root": root, "run": run, "gallery": root / "gallery", "empty": root / "empty_gallery",
-             "broken": root / "broken_gallery", "latin1": root / "queries_latin1.txt",
+    run = root / "logs" / tiny_run.parent.name / tiny_run.name
+    shutil.copytree(tiny_run, run)
+    paths = {"root": root, "run": run, "run_data": tiny_toy, "gallery": root / "gallery",
+             "empty": root / "empty_gallery", "broken": root / "broken_gallery", "latin1": root / "queries_latin1.txt",
              "truncated": root / "truncated.pth", "not_a_run": root / "holiday_photos",
              "unfinished": root / "20240101_000000_unfinished", "not_evaluated": root / "20240101_000000_no_eval",
              "torn_results": root / "20240101_000000_torn_results"}
     for folder in ("gallery", "empty", "broken", "not_a_run", "unfinished", "not_evaluated", "torn_results"):
         paths[folder].mkdir()
-    for image in sorted((toy / "CUHK-PEDES" / "imgs").rglob("*.png"))[:3]:
+    for image in sorted((tiny_toy / "CUHK-PEDES" / "imgs").rglob("*.png"))[:3]:
         (paths["gallery"] / image.name).write_bytes(image.read_bytes())
     (paths["empty"] / "notes.txt").write_text("no picture here")
     (paths["broken"] / "bad.jpg").write_bytes(b"not a JPEG")
@@ -105,19 +108,35 @@ def world(tmp_path_factory) -> dict[str, Path]:
 
 
 def snapshot(world: dict[str, Path]) -> dict[str, tuple[int, int] | None]:
-    return snapshot_under(world["root"])
+    return snapshot_under(world["root"], world["run_data"])
 
 
 def fill(template: str, world: dict[str, Path]) -> str:
     return template.format(**{k: str(v) for k, v in world.items()})
 
 
+def run_tool(entry_point, tool: str, args: list[str]) -> subprocess.CompletedProcess:
+    """``python tools/<tool> *args``, run in this process."""
+    module = importlib.import_module(f"tools.{tool.removesuffix('.py')}")
+    return entry_point(f"tools/{tool}", module.main, args)
+
+
 @pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
-def test_wrong_command_ends_with_one_error_line(case: Case, world: dict[str, Path]):
+def test_wrong_command_ends_with_one_error_line(case: Case, world: dict[str, Path], entry_point):
+    before = snapshot(world)
+    result = run_tool(entry_point, case.tool, [fill(a, world) for a in case.args])
+    assert_one_error_line(result, [fill(name, world) for name in case.names])
+    assert snapshot(world) == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", COMMAND_LINE_CASES)
+def test_wrong_command_line_ends_with_one_error_line(name: str, world: dict[str, Path]):
+    case = CASES[name]
     before = snapshot(world)
     command = [sys.executable, f"tools/{case.tool}", *(fill(a, world) for a in case.args)]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-    assert_one_error_line(result, [fill(name, world) for name in case.names])
+    assert_one_error_line(result, [fill(n, world) for n in case.names])
     assert snapshot(world) == before
 
 
@@ -126,12 +145,11 @@ def test_wrong_command_ends_with_one_error_line(case: Case, world: dict[str, Pat
     ("plot_curves.py", ["--out", "{root}/curves.png"], ["run", "torn_results"], ["not_a_run", "unfinished"]),
 ])
 def test_incomplete_run_folders_are_skipped_with_a_warning(tool: str, extra: list[str], usable: list[str],
-                                                            skipped: list[str], world: dict[str, Path]):
+                                                            skipped: list[str], world: dict[str, Path], entry_point):
     """Usable runs among incomplete folders: exit 0, a warning line on stderr naming each skipped folder
     (stdout stays the result alone, e.g. for ``> summary.md``)."""
     folders = [str(world[name]) for name in usable + skipped]
-    result = subprocess.run([sys.executable, f"tools/{tool}", *folders, *(fill(a, world) for a in extra)],
-                            cwd=REPO, capture_output=True, text=True)
+    result = run_tool(entry_point, tool, [*folders, *(fill(a, world) for a in extra)])
     assert result.returncode == 0, result.stderr
     warned = [re.match(r"warning: skipping (.+?): ", line) for line in result.stderr.strip().splitlines()]
     assert [m.group(1) if m else None for m in warned] == [str(world[name]) for name in skipped]

@@ -1,6 +1,7 @@
-"""Wrong train.py / test.py / run-script commands, each as a real command line: exit status 2, a last line
-'error: ...' naming the key or file, no traceback, no new run folder and no changed file. Plus the errors that
-come up once training runs (an unreadable image in a loader worker, Ctrl-C) and extending a finished run."""
+"""Wrong train.py / test.py / run-script commands: exit status 2, a last line 'error: ...' naming the key or file,
+no traceback, no new run folder and no changed file. The entry points run in this process through run_cli (what
+their command lines do); the slow tier runs one case of each as a real command line. Plus the errors that come up
+once training runs (an unreadable image in a loader worker, Ctrl-C) and extending a finished run."""
 from __future__ import annotations
 
 import json
@@ -16,10 +17,9 @@ import pytest
 
 import train as train_script
 from datasets.toy import make_toy_dataset
-from tests.cli_checks import REPO, assert_one_error_line, snapshot
-from tests.tiny_run import make_tiny_toy, tiny_args
+from tests.cli_checks import REPO, EntryPoint, assert_one_error_line, snapshot
+from tests.tiny_run import load_test_script, make_tiny_toy, tiny_args
 from utils.checkpoint import load_checkpoint
-from utils.logger import setup_logger
 
 
 class Case(NamedTuple):
@@ -88,19 +88,27 @@ CASES = {
 }
 
 
+ENTRY_POINTS: dict[str, EntryPoint] = {"train.py": train_script.main,
+                                       "test.py": lambda argv: load_test_script().main(argv)}
+# the cases run again as real command lines (slow tier): one per Python entry point
+COMMAND_LINE_CASES = ["typo in a key", "test.py with a missing checkpoint"]
+
+
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> dict[str, Path]:
-    """A finished tiny run, its damaged copy, and datasets with one fault each, under one folder."""
+def world(tmp_path_factory, tiny_toy: Path, tiny_run: Path) -> dict[str, Path]:
+    """A finished tiny run (2 epochs of 2), its damaged copy, and datasets with one fault each, under one folder;
+    the run's data (``run_data``, shared with other tests) is watched too."""
     root = tmp_path_factory.mktemp("user_errors")
-    toy = make_tiny_toy(root / "toy")
-    run = train_script.main(tiny_args(toy, root / "logs"))  # 2 epochs of 2: finished
-    setup_logger(None)  # close the run's train.log: nothing may touch the run folder from here on
+    toy = root / "toy"
+    shutil.copytree(tiny_toy, toy)  # with the phrase copy the run wrote
+    run = root / "logs" / tiny_run.parent.name / tiny_run.name
+    shutil.copytree(tiny_run, run)
     torn = root / "torn_run"
     shutil.copytree(run, torn)
     data = (torn / "last.pth").read_bytes()
     (torn / "last.pth").write_bytes(data[: len(data) // 2])
-    paths = {"root": root, "toy": toy, "run": run, "torn": torn, "icfg": root / "icfg", "latin1": root / "latin1",
-             "not_text": root / "not_text"}
+    paths = {"root": root, "run_data": tiny_toy, "toy": toy, "run": run, "torn": torn, "icfg": root / "icfg",
+             "latin1": root / "latin1", "not_text": root / "not_text"}
     make_toy_dataset(paths["icfg"], "ICFG-PEDES", num_train_ids=4, num_val_ids=0, num_test_ids=2, images_per_id=1,
                      image_size=[64, 32], seed=0)
     for name in ("latin1", "not_text"):
@@ -116,31 +124,47 @@ def world(tmp_path_factory) -> dict[str, Path]:
     return paths
 
 
+def watched(world: dict[str, Path]) -> dict[str, tuple[int, int] | None]:
+    return snapshot(world["root"], world["run_data"])
+
+
 def fill(template: str, world: dict[str, Path]) -> str:
     return template.format(**{k: str(v) for k, v in world.items()})
 
 
 @pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
-def test_wrong_command_ends_with_one_error_line(case: Case, world: dict[str, Path]):
-    before = snapshot(world["root"])
-    program = ["bash"] if case.command[0].endswith(".sh") else [sys.executable]
-    result = subprocess.run([*program, *(fill(a, world) for a in case.command)], cwd=REPO, capture_output=True,
-                            text=True)
+def test_wrong_command_ends_with_one_error_line(case: Case, world: dict[str, Path], entry_point):
+    before = watched(world)
+    script, *argv = (fill(a, world) for a in case.command)
+    if script.endswith(".sh"):  # a shell script: its error comes before any Python starts
+        result = subprocess.run(["bash", script, *argv], cwd=REPO, capture_output=True, text=True)
+    else:
+        result = entry_point(script, ENTRY_POINTS[script], argv)
     assert_one_error_line(result, [fill(name, world) for name in case.names])
-    assert snapshot(world["root"]) == before  # no run folder, no log line, no checkpoint or phrase copy written
+    assert watched(world) == before  # no run folder, no log line, no checkpoint or phrase copy written
 
 
-def test_an_unreadable_image_met_in_a_loader_worker(tmp_path: Path):
+@pytest.mark.slow
+@pytest.mark.parametrize("name", COMMAND_LINE_CASES)
+def test_wrong_command_line_ends_with_one_error_line(name: str, world: dict[str, Path]):
+    before = watched(world)
+    result = subprocess.run([sys.executable, *(fill(a, world) for a in CASES[name].command)], cwd=REPO,
+                            capture_output=True, text=True)
+    assert_one_error_line(result, [fill(n, world) for n in CASES[name].names])
+    assert watched(world) == before
+
+
+def test_an_unreadable_image_met_in_a_loader_worker(tmp_path: Path, entry_point):
     toy = make_tiny_toy(tmp_path / "toy")
     broken = sorted((toy / "CUHK-PEDES" / "imgs").rglob("*.png"))[0]
     broken.write_bytes(broken.read_bytes()[:40])  # exists, so the start-up check passes; decoding fails
-    result = subprocess.run([sys.executable, "train.py", *tiny_args(toy, tmp_path / "out", "--num_workers", "1")],
-                            cwd=REPO, capture_output=True, text=True)
+    result = entry_point("train.py", train_script.main, tiny_args(toy, tmp_path / "out", "--num_workers", "1"))
     last = assert_one_error_line(result, [str(broken), "cannot read the image"])
     (run,) = list((tmp_path / "out" / "CUHK-PEDES").iterdir())
     assert last.removeprefix("error: ") in (run / "train.log").read_text()
 
 
+@pytest.mark.slow
 def test_ctrl_c_ends_with_the_resume_command(tmp_path: Path):
     toy = make_tiny_toy(tmp_path / "toy")
     process = subprocess.Popen([sys.executable, "train.py", *tiny_args(toy, tmp_path / "out", "--num_epoch", "50")],

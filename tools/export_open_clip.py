@@ -48,7 +48,7 @@ def loading_code(files: ExportFiles) -> str:
         "import open_clip",
         f"open_clip.add_model_config({folder})",
         f"model, _, preprocess = open_clip.create_model_and_transforms({name}, pretrained={weights}, "
-        f"image_interpolation={json.dumps(RESIZE_INTERPOLATION.value)}, image_resize_mode={json.dumps(RESIZE_MODE)})",
+        f"image_interpolation={json.dumps(RESIZE_INTERPOLATION)}, image_resize_mode={json.dumps(RESIZE_MODE)})",
         f"tokenizer = open_clip.get_tokenizer({name})",
         "# or, preprocessing read from the folder:",
         f"model, _, preprocess = open_clip.create_model_and_transforms({local})",

@@ -12,11 +12,11 @@ from typing import Sequence
 
 import regex as re
 import torch
-from open_clip.tokenizer import DEFAULT_CONTEXT_LENGTH, SimpleTokenizer
 
 logger = logging.getLogger(__name__)
 
 MASK_TOKEN = "<|mask|>"
+DEFAULT_CONTEXT_LENGTH = 77  # CLIP's text context (SPEC 4; open_clip.tokenizer.DEFAULT_CONTEXT_LENGTH)
 QUERY_PREVIEW_CHARS = 60  # how much of a truncated query its warning quotes
 
 
@@ -24,6 +24,8 @@ class Tokenizer:
     """CLIP BPE with SOT 49406, EOT 49407 and ``<|mask|>`` 49405 (SPEC 4)."""
 
     def __init__(self) -> None:
+        from open_clip.tokenizer import SimpleTokenizer  # here, not at import: importing open_clip takes seconds
+
         self._clip = SimpleTokenizer()
         self.sot_id: int = self._clip.sot_token_id
         self.eot_id: int = self._clip.eot_token_id

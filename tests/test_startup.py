@@ -1,0 +1,36 @@
+"""Start-up: the entry points import without open_clip and torchvision (seconds each; they are imported where they
+are used), and the CLIP constants stated here instead are open_clip's."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import open_clip.constants
+import open_clip.tokenizer
+import pytest
+
+from datasets.transforms import CLIP_MEAN, CLIP_STD
+from tests.cli_checks import REPO
+from utils.tokenizer import DEFAULT_CONTEXT_LENGTH
+
+ENTRY_POINTS = ["train", "tools.search", "tools.visualize_test", "tools.export_open_clip", "tools.count_params",
+                "tools.check_dataset", "tools.extract_phrases", "tools.make_toy_dataset", "tools.plot_curves",
+                "tools.summarize_runs"]
+
+
+def test_clip_constants_are_open_clip_s():
+    assert CLIP_MEAN == open_clip.constants.OPENAI_DATASET_MEAN
+    assert CLIP_STD == open_clip.constants.OPENAI_DATASET_STD
+    assert DEFAULT_CONTEXT_LENGTH == open_clip.tokenizer.DEFAULT_CONTEXT_LENGTH
+
+
+@pytest.mark.slow
+def test_entry_points_import_without_open_clip_or_torchvision():
+    code = ("import importlib, runpy, sys\n"
+            f"for name in {ENTRY_POINTS!r}:\n"
+            "    importlib.import_module(name)\n"
+            "runpy.run_path('test.py', run_name='not_main')\n"  # test.py: the name 'test' is a standard package
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('open_clip', 'torchvision')))\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
