@@ -33,3 +33,7 @@ def demo_run(tmp_path_factory) -> pathlib.Path:
 
     toy = make_tiny_toy(tmp_path_factory.mktemp("demo_toy"))
     return train.main(tiny_args(toy, tmp_path_factory.mktemp("demo_runs"), *DEMO_BACKBONE, "--num_epoch", "1"))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: subprocess or long-running test")

@@ -73,10 +73,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
             state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for truncated or foreign files
-        refused = refused_objects(path, exc) if isinstance(exc, pickle.UnpicklingError) else []
+        refused = refused_objects(path, exc)
         if refused:
             raise UnsafeCheckpointError(path, refused) from None
-        detail = "no torch.save archive or pickle" if isinstance(exc, pickle.UnpicklingError) else exc
+        detail = "not a file torch.save writes" if isinstance(exc, pickle.UnpicklingError) else exc
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, truncated or corrupt "
                               f"({type(exc).__name__}: {detail})") from exc
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
@@ -106,7 +106,10 @@ def only_pickled_rng(refused: list[str]) -> bool:
 def refused_objects(path: Path, error: Exception) -> list[str]:
     """The classes and functions ``path``'s pickle would call that the weights-only unpickler refuses, found
     without running any: torch's scan of a torch.save archive, else the name in torch's ``error``, else every
-    import of a pickle in a form that unpickler does not read at all (e.g. pickle protocol 4)."""
+    import of a pickle in a form that unpickler does not read at all (e.g. pickle protocol 4); [] for a load that
+    failed otherwise (a truncated or foreign file)."""
+    if not isinstance(error, pickle.UnpicklingError):
+        return []
     if zipfile.is_zipfile(path):
         with contextlib.suppress(Exception):  # the scan knows only the opcodes torch.save writes
             refused = torch.serialization.get_unsafe_globals_in_checkpoint(path)
