@@ -249,10 +249,13 @@ def test_convert_checkpoint_makes_an_old_last_pth_resumable(run, tmp_path, capsy
 
 
 def test_convert_checkpoint_never_reads_a_file_holding_more_than_the_old_rng_state(run, tmp_path, capsys):
+    """Even with --trust: an old last.pth that also carries a pickled call is refused, unread."""
     marker = tmp_path / "ran"
-    bad = payload_copy(run / "last.pth", tmp_path / "last.pth", marker, key="history", cls=ShellOnLoad)
-    line = cli_error(convert_checkpoint.main, ["--trust", str(bad)], capsys)
-    assert str(bad) in line and "system" in line and not marker.exists()
+    old, _ = old_last_pth(run, tmp_path / "last.pth")
+    state = torch.load(old, weights_only=False)  # the test's own file
+    torch.save({**state, "history": ShellOnLoad(marker)}, old)
+    line = cli_error(convert_checkpoint.main, ["--trust", str(old)], capsys)
+    assert str(old) in line and "system" in line and not marker.exists()
 
 
 @pytest.mark.slow
@@ -275,3 +278,12 @@ def test_pretrain_path_refuses_a_payload_state_dict(tmp_path):
     with pytest.raises(PretrainedError) as refused:
         read_state_dict(path)
     assert_refused(str(refused.value), path, marker)
+
+
+def test_convert_checkpoint_reads_only_archives_it_can_check_first(tmp_path, capsys):
+    """A legacy-format file whose first refused object is numpy's RNG state could hide a call after it: refused."""
+    marker, path = tmp_path / "ran", tmp_path / "last.pth"
+    torch.save({"model": {}, "epoch": 1, "rng": {"numpy": np.random.get_state()}, "z": ShellOnLoad(marker)}, path,
+               _use_new_zipfile_serialization=False)
+    line = cli_error(convert_checkpoint.main, ["--trust", str(path)], capsys)
+    assert str(path) in line and "not converted" in line and not marker.exists()

@@ -42,6 +42,16 @@ def plain_checkpoint(state: object, path: Path) -> dict:
     return state
 
 
+def every_refused_global(path: Path) -> list[str]:
+    """Every class or function the archive's pickle imports that the weights-only unpickler refuses: torch's
+    static scan, which reads the whole pickle and fails on any opcode torch.save does not write."""
+    try:
+        return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not converted: not a torch.save archive whose pickle can be checked before "
+                              f"it is read ({one_line(exc)}); nothing in it was run") from exc
+
+
 def check_weights_only(state: dict, path: Path) -> None:
     """Raise unless ``state`` would load weights-only once saved (nothing is written before this passes)."""
     buffer = io.BytesIO()
@@ -62,10 +72,11 @@ def main(argv: Sequence[str] | None = None) -> Path:
         load_checkpoint(path)
         print(f"{path} already loads weights-only: nothing to convert")
         return path
-    except UnsafeCheckpointError as exc:
-        if not only_pickled_rng(exc.refused):  # converting would not make it plain data: it is not read at all
-            raise CheckpointError(f"{path}: not converted: it holds {', '.join(exc.refused)}, not only the numpy "
-                                  "RNG state of an earlier version's last.pth; nothing in it was run") from exc
+    except UnsafeCheckpointError:
+        refused = every_refused_global(path)
+        if not only_pickled_rng(refused):  # converting would not make it plain data: it is not read at all
+            raise CheckpointError(f"{path}: not converted: it holds {', '.join(refused)}, not only the numpy RNG "
+                                  "state of an earlier version's last.pth; nothing in it was run") from None
     if not args.trust:
         raise CheckpointError(f"{path}: converting reads it with the full unpickler, which runs what the file "
                               f"carries: add --trust if it comes from a run you trust")
