@@ -21,7 +21,7 @@ from model.api import load_encoder
 from model.pretrained import PretrainedError, read_state_dict
 from tests.cli_checks import REPO, assert_one_error_line, snapshot
 from tests.tiny_run import load_test_script, make_tiny_toy, tiny_args
-from tools import convert_checkpoint, export_open_clip, search
+from tools import convert_checkpoint, export_open_clip, search, visualize_test
 from utils import seed
 from utils.checkpoint import UnsafeCheckpointError, load_checkpoint
 from utils.cli import USER_ERROR_EXIT, run_cli
@@ -104,6 +104,15 @@ def test_export_refuses_a_payload_checkpoint(run, tmp_path, capsys):
                                              "--out", str(tmp_path / "export")], capsys)
     assert_refused(line, bad, marker)
     assert not (tmp_path / "export").exists()
+
+
+def test_visualize_test_refuses_a_payload_checkpoint(run, tmp_path, capsys):
+    marker = tmp_path / "ran"
+    bad = payload_copy(run / "best.pth", tmp_path / "paper_best.pth", marker, cls=ShellOnLoad)
+    line = cli_error(visualize_test.main, ["--config_file", str(run / CONFIG_FILE), "--checkpoint", str(bad),
+                                           "--out_dir", str(tmp_path / "pictures")], capsys)
+    assert_refused(line, bad, marker)
+    assert not (tmp_path / "pictures").exists()
 
 
 def test_load_encoder_refuses_a_payload_checkpoint_and_run_folder(run, tmp_path):
