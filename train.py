@@ -23,7 +23,7 @@ from processor.evaluator import chance_rank1
 from processor.trainer import TrainState, fit, last_epoch
 from solver import build_lr_scheduler, build_optimizer
 from solver.build import scheduled_lrs
-from utils.checkpoint import RESUME_KEYS, CheckpointError, load_checkpoint, previous_path
+from utils.checkpoint import RESUME_KEYS, CheckpointError, UnsafeCheckpointError, load_checkpoint, previous_path
 from utils.cli import run_cli
 from utils.config import Config, absolute_paths, load_config, save_config
 from utils.distributed import cleanup_distributed, env_world_size, init_distributed, per_process
@@ -74,6 +74,8 @@ def read_resume_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"--resume {path}: the checkpoint is missing{fallback}")
     try:
         ckpt = load_checkpoint(path)
+    except UnsafeCheckpointError:
+        raise  # refused, not damaged: its copies are no fallback
     except CheckpointError as exc:
         raise CheckpointError(f"--resume: {exc}{fallback}; or evaluate {path.parent / BEST_CHECKPOINT} with test.py"
                               ) from exc

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from model.clip import CLIP
+from utils.checkpoint import refusal_message, refused_objects
 from utils.errors import UserError
 
 # pretrain_choice -> open_clip model name (OpenAI's weights use QuickGELU, SPEC 3).
@@ -52,6 +53,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
         try:
             state = load_state_dict(str(path))
         except Exception as exc:
+            refused = refused_objects(path, exc)
+            if refused:
+                raise PretrainedError(f"pretrain_path {refusal_message(path, refused)}") from None
             raise PretrainedError(f"pretrain_path {path}: not a TorchScript archive, state dict or safetensors "
                                   f"file ({exc})") from exc
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):

@@ -29,9 +29,10 @@ def generator(*keys: int) -> torch.Generator:
 
 
 def get_rng_states() -> dict[str, Any]:
+    """Every random stream's state as plain data (numbers, strings, tensors): last.pth loads weights-only."""
     states: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": random.getstate(),  # (version, 625 ints, gauss or None)
+        "numpy": plain_numpy_state(np.random.get_state(legacy=False)),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -39,10 +40,23 @@ def get_rng_states() -> dict[str, Any]:
     return states
 
 
+def plain_numpy_state(state: tuple | dict[str, Any]) -> dict[str, Any]:
+    """numpy's global RNG state (either form ``get_state`` returns) with its key array as an int64 tensor."""
+    if isinstance(state, tuple):  # ('MT19937', key, pos, has_gauss, cached_gaussian): the form of older last.pth
+        name, key, pos, has_gauss, gauss = state
+        state = {"bit_generator": name, "state": {"key": key, "pos": pos}, "has_gauss": has_gauss, "gauss": gauss}
+    return {"bit_generator": str(state["bit_generator"]),
+            "state": {"key": torch.from_numpy(np.asarray(state["state"]["key"], dtype=np.int64)),
+                      "pos": int(state["state"]["pos"])},
+            "has_gauss": int(state["has_gauss"]), "gauss": float(state["gauss"])}
+
+
 def set_rng_states(states: dict[str, Any]) -> None:
     """Restore ``states``; CUDA's when this process has a GPU (older checkpoints hold one state per device)."""
     random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    numpy = states["numpy"]
+    key = numpy["state"]["key"].numpy().astype(np.uint32)  # stored as int64: torch's uint32 tensors are limited
+    np.random.set_state({**numpy, "state": {**numpy["state"], "key": key}})
     torch.set_rng_state(states["torch"])
     cuda = states.get("cuda")
     if cuda is None or not torch.cuda.is_available():
