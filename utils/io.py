@@ -34,8 +34,8 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[str], None],
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
-        os.chmod(tmp, FILE_MODE & ~_umask())
         write(tmp)
+        os.chmod(tmp, FILE_MODE & ~_umask())  # after the write: a writer may replace the file (safetensors does)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         if keep_previous_as is not None and path.exists():
