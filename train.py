@@ -30,7 +30,7 @@ from utils.distributed import cleanup_distributed, env_world_size, init_distribu
 from utils.errors import UserError, one_line
 from utils.io import remove_stale_temporaries
 from utils.logger import attach_log_file, log_to_file, setup_logger
-from utils.runs import BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT, new_run_dir
+from utils.runs import BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT, check_output_dir, new_run_dir
 from utils.seed import set_rng_states, set_seed
 
 logger = logging.getLogger("sgiha")
@@ -174,6 +174,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     ckpt = read_resume_checkpoint(resume) if resume else None
     config_file = args.config_file or str(resume.parent / CONFIG_FILE)
     cfg = absolute_paths(load_config(config_file, overrides))
+    if resume is None:
+        check_output_dir(cfg)  # before any work: no run folder could be made under a file
     world_size = env_world_size()
     per_process(cfg.batch_size, world_size, "batch_size")
     per_process(cfg.test_batch_size, world_size, "test_batch_size")
