@@ -2,9 +2,9 @@
 
 - A trained run (its folder, or its configs.yaml): loads ``<run>/best.pth`` (or ``--checkpoint``: a file name
   alone, ``--checkpoint last.pth``, names a file of the run folder; a path with a folder, ``./x.pth``, is read as
-  given) and writes ``<run>/test_results.json``. An
-  evaluation other than the run's own (another dataset or root_dir, another checkpoint, the val split) goes
-  to its own file, ``test_results_<dataset>_<checkpoint>[_<split>].json``, and never replaces the run's result.
+  given) and writes ``<run>/test_results.json``. An evaluation other than the run's own (another dataset or
+  root_dir, another checkpoint, the val split) goes to its own file,
+  ``test_results_<dataset>_<checkpoint>[_<split>].json``, and never replaces the run's result.
 - Zero-shot: ``--checkpoint pretrained`` evaluates the config's pretrained CLIP weights (``pretrain_choice`` /
   ``pretrain_path``) without training, e.g. with ``configs/CUHK-PEDES/irra_sgiha.yaml``; results go to
   ``--out_dir`` (default: a new folder ``<output_dir>/<dataset_name>/<stamp>_<name>_zero_shot``).

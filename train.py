@@ -42,6 +42,10 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     args, overrides = parser.parse_known_args(argv)
     if args.config_file is None and args.resume is None:
         parser.error("--config_file is required (or --resume <run>/last.pth)")
+    if args.config_file is not None and Path(args.config_file).is_dir():  # continue the run, or copy its settings?
+        folder = Path(args.config_file)
+        parser.error(f"--config_file {folder} is a folder: continue that run with --resume {folder / LAST_CHECKPOINT}, "
+                     f"or train anew with its settings: --config_file {folder / CONFIG_FILE}")
     return args, overrides
 
 

@@ -2,13 +2,14 @@
 of the run folder, a path with a folder is read as given), in test.py and the tools that load a run's model."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.tiny_run import load_test_script
-from tools import export_open_clip, search, visualize_test
+from tools import check_dataset, export_open_clip, search, visualize_test
 from utils.checkpoint import CheckpointError, load_checkpoint
 from utils.config import load_config
 from utils.errors import UserError
@@ -75,3 +76,14 @@ def test_tools_take_the_run_folder_and_the_name_of_its_checkpoint(tool, extra: l
             tool.main(["--config_file", str(run), *checkpoint, *extra])
     assert [path for _, path in loaded] == [run / BEST_CHECKPOINT, run / LAST_CHECKPOINT]
     assert all(cfg == load_config(run / CONFIG_FILE) for cfg, _ in loaded)
+
+
+def test_check_dataset_takes_the_run_folder(run: Path, capsys):
+    """The dataset the run trained on: the same report as with the run's configs.yaml."""
+    reports = []
+    for config in (run, run / CONFIG_FILE):
+        check_dataset.main(["--config_file", str(config), "--json", "--workers", "1"])
+        reports.append(json.loads(capsys.readouterr().out))
+    cfg = load_config(run / CONFIG_FILE)
+    assert reports[0] == reports[1]
+    assert reports[0]["annotation"].startswith(str(Path(cfg.root_dir) / cfg.dataset_name))

@@ -79,6 +79,8 @@ CASES = {
         ["no usable run folder", "{not_evaluated}"]),
     "summarize_runs: corrupt test_results.json": Case(
         "summarize_runs.py", ["{torn_results}", "{not_a_run}"], ["no usable run folder", "{torn_results}"]),
+    "check_dataset: a folder that is not a run": Case(
+        "check_dataset.py", ["--config_file", "{not_a_run}"], ["--config_file {not_a_run}", "a folder without"]),
     "count_params: typo in a config key": Case("count_params.py", ["--lrr", "1"], ["unknown key 'lrr'"]),
     "make_toy_dataset: root folder is a file": Case(
         "make_toy_dataset.py", ["--root_dir", "{latin1}", "--dataset_name", "RSTPReid"],

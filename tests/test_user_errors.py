@@ -88,6 +88,9 @@ CASES = {
     "test.py with a missing checkpoint": Case(
         ["test.py", "--config_file", "{run}/configs.yaml", "--checkpoint", "{run}/nope.pth"],
         ["checkpoint not found", "{run}/nope.pth"]),
+    "train.py with a run folder as config": Case(["train.py", "--config_file", "{run}"],
+                                                 ["--config_file {run} is a folder", "--resume {run}/last.pth",
+                                                  "--config_file {run}/configs.yaml"]),
     "test.py with a folder that is not a run": Case(["test.py", "--config_file", "{toy}"],
                                                     ["--config_file {toy}", "a folder without configs.yaml"]),
     "test.py with a checkpoint name the run folder lacks": Case(
