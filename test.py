@@ -1,8 +1,10 @@
-"""Evaluate a retrieval model on a dataset split: ``python test.py --config_file <run>/configs.yaml [--checkpoint F]``.
+"""Evaluate a retrieval model on a dataset split: ``python test.py --config_file <run> [--checkpoint F]``.
 
-- A trained run: loads ``<run>/best.pth`` (or ``--checkpoint``) and writes ``<run>/test_results.json``. An
-  evaluation other than the run's own (another dataset or root_dir, another checkpoint, the val split) goes
-  to its own file, ``test_results_<dataset>_<checkpoint>[_<split>].json``, and never replaces the run's result.
+- A trained run (its folder, or its configs.yaml): loads ``<run>/best.pth`` (or ``--checkpoint``: a file name
+  alone, ``--checkpoint last.pth``, names a file of the run folder; a path with a folder, ``./x.pth``, is read as
+  given) and writes ``<run>/test_results.json``. An evaluation other than the run's own (another dataset or
+  root_dir, another checkpoint, the val split) goes to its own file,
+  ``test_results_<dataset>_<checkpoint>[_<split>].json``, and never replaces the run's result.
 - Zero-shot: ``--checkpoint pretrained`` evaluates the config's pretrained CLIP weights (``pretrain_choice`` /
   ``pretrain_path``) without training, e.g. with ``configs/CUHK-PEDES/irra_sgiha.yaml``; results go to
   ``--out_dir`` (default: a new folder ``<output_dir>/<dataset_name>/<stamp>_<name>_zero_shot``).
@@ -30,17 +32,16 @@ from processor.evaluator import evaluate, format_table
 from utils.cli import run_cli
 from utils.config import Config, ConfigError, absolute_paths, load_config, save_config
 from utils.distributed import cleanup_distributed, init_distributed
-from utils.io import atomic_write_text
+from utils.io import atomic_write_text, check_output_folder
 from utils.logger import attach_log_file, setup_logger
-from utils.runs import (BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT, METRICS_FILE, TEST_RESULTS_FILE, new_run_dir,
-                        run_config)
+from utils.runs import (BEST_CHECKPOINT, CHECKPOINT_RULE, CONFIG_FILE, RUN_MARKERS, TEST_RESULTS_FILE,
+                        checkpoint_arg, config_file_arg, new_run_dir, run_config, run_dir_of)
 
 logger = logging.getLogger("sgiha")
 
 PRETRAINED = "pretrained"  # --checkpoint value for the zero-shot model
 ZERO_SHOT_SUFFIX = "_zero_shot"
 OWN_SPLIT = "test"
-RUN_MARKERS = (METRICS_FILE, BEST_CHECKPOINT, LAST_CHECKPOINT)  # a configs.yaml beside one of these is a run's
 
 
 @dataclass(frozen=True)
@@ -55,19 +56,15 @@ class Target:
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config_file", required=True, help="a run's configs.yaml (or any config with "
-                                                             "--checkpoint)")
-    parser.add_argument("--checkpoint", help=f"checkpoint to evaluate (default: best.pth beside the run's config), "
-                                             f"or '{PRETRAINED}' for the config's pretrained CLIP weights")
+    parser.add_argument("--config_file", required=True, help="a run folder or its configs.yaml (or any config "
+                                                             "with --checkpoint)")
+    parser.add_argument("--checkpoint", help=f"checkpoint to evaluate (default: the run's {BEST_CHECKPOINT}; "
+                                             f"{CHECKPOINT_RULE}), or '{PRETRAINED}' for the config's pretrained "
+                                             f"CLIP weights")
     parser.add_argument("--split", default=OWN_SPLIT, choices=("test", "val"), help="split to evaluate")
     parser.add_argument("--out_dir", help="folder for test.log and the results file (default: the run folder; "
                                           "for a config that is not a run's, a new folder under output_dir)")
     return parser.parse_known_args(argv)
-
-
-def is_run_config(path: Path) -> bool:
-    """Whether ``path`` is the configs.yaml that train.py wrote into a run folder."""
-    return path.name == CONFIG_FILE and any((path.parent / marker).exists() for marker in RUN_MARKERS)
 
 
 def _slug(text: str) -> str:
@@ -96,20 +93,22 @@ def load_model(cfg: Config, checkpoint: str, device) -> tuple[nn.Module, int | N
     return retrieval_model(cfg, state["model"], device, checkpoint), state["epoch"]
 
 
-def resolve_target(args: argparse.Namespace, cfg: Config) -> Target:
+def resolve_target(args: argparse.Namespace, config_file: Path, cfg: Config) -> Target:
     """What to evaluate and where to write, or a ConfigError saying what to pass."""
-    config_file = Path(args.config_file).absolute()
+    config_file = config_file.absolute()
+    run_dir = run_dir_of(config_file)
     checkpoint = args.checkpoint
     if checkpoint is not None and checkpoint != PRETRAINED:
-        checkpoint = str(Path(checkpoint).absolute())
+        checkpoint = str(checkpoint_arg(checkpoint, run_dir))
     out_dir = Path(args.out_dir).absolute() if args.out_dir else None
-    if is_run_config(config_file):
-        run_dir = config_file.parent
+    if out_dir is not None:
+        check_output_folder(out_dir, f"--out_dir {args.out_dir}")
+    if run_dir is not None:
         return Target(absolute_paths(run_config(run_dir)), run_dir, checkpoint or str(run_dir / BEST_CHECKPOINT),
                       out_dir or run_dir)
     if checkpoint is None:
         raise ConfigError(f"--config_file {config_file} is not a run's {CONFIG_FILE} (no {' / '.join(RUN_MARKERS)} "
-                          f"beside it): evaluate a trained run with --config_file <run>/{CONFIG_FILE}, this "
+                          f"beside it): evaluate a trained run with --config_file <run folder>, this "
                           f"config's pretrained weights with --checkpoint {PRETRAINED}, or a checkpoint with "
                           f"--checkpoint FILE")
     return Target(None, None, checkpoint, out_dir or new_run_dir(cfg, ZERO_SHOT_SUFFIX))
@@ -118,8 +117,9 @@ def resolve_target(args: argparse.Namespace, cfg: Config) -> Target:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Evaluate; returns what was written to the results file."""
     args, overrides = parse_args(argv)
-    cfg = absolute_paths(load_config(args.config_file, overrides))
-    target = resolve_target(args, cfg)
+    config_file = config_file_arg(args.config_file)
+    cfg = absolute_paths(load_config(config_file, overrides))
+    target = resolve_target(args, config_file, cfg)
     device = resolve_device(cfg.device)
     amp = resolve_amp(cfg.amp, device)
     world_size, rank, device = init_distributed(device)

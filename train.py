@@ -30,7 +30,7 @@ from utils.distributed import cleanup_distributed, env_world_size, init_distribu
 from utils.errors import UserError, one_line
 from utils.io import remove_stale_temporaries
 from utils.logger import attach_log_file, log_to_file, setup_logger
-from utils.runs import BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT, new_run_dir
+from utils.runs import BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT, check_output_dir, new_run_dir
 from utils.seed import set_rng_states, set_seed
 
 logger = logging.getLogger("sgiha")
@@ -42,6 +42,10 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     args, overrides = parser.parse_known_args(argv)
     if args.config_file is None and args.resume is None:
         parser.error("--config_file is required (or --resume <run>/last.pth)")
+    if args.config_file is not None and Path(args.config_file).is_dir():  # continue the run, or copy its settings?
+        folder = Path(args.config_file)
+        parser.error(f"--config_file {folder} is a folder: continue that run with --resume {folder / LAST_CHECKPOINT}, "
+                     f"or train anew with its settings: --config_file {folder / CONFIG_FILE}")
     return args, overrides
 
 
@@ -176,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     ckpt = read_resume_checkpoint(resume) if resume else None
     config_file = args.config_file or str(resume.parent / CONFIG_FILE)
     cfg = absolute_paths(load_config(config_file, overrides))
+    if resume is None:
+        check_output_dir(cfg)  # before any work: no run folder could be made under a file
     world_size = env_world_size()
     per_process(cfg.batch_size, world_size, "batch_size")
     per_process(cfg.test_batch_size, world_size, "test_batch_size")

@@ -63,6 +63,51 @@ def test_invalid_yaml_names_the_file(tmp_path: Path):
         load_config(bad)
 
 
+@pytest.mark.parametrize("typo, meant", [
+    ("num_epochs", "num_epoch"), ("sgiha.fliter", "sgiha.filter"), ("test_batchsize", "test_batch_size"),
+    ("Batch_Size", "batch_size"), ("filter", "sgiha.filter"),
+])
+def test_unknown_key_names_the_closest_key_first(typo: str, meant: str):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, {typo: 1})
+    message = str(info.value)
+    assert f"unknown key '{typo}' (did you mean '{meant}'?)" in message
+    assert message.index(f"'{meant}'") < message.index("Valid keys")
+
+
+def test_unknown_key_like_no_valid_one_only_lists_them(tmp_path: Path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sgiha:\n  zzzz: 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    assert f"{bad}: unknown key 'sgiha.zzzz'. Valid keys: " in str(info.value)
+    assert "did you mean" not in str(info.value)
+
+
+# Typos and what the error must show: the text of the line with the typo and of the line yaml stopped at.
+YAML_TYPOS = {
+    "missing colon": ("name: demo\nnum_epoch 60\nlr: 1.0e-5\n", ["line 2: 'num_epoch 60'", "line 3: 'lr: 1.0e-5'"]),
+    "unclosed list": ("name: demo\nimg_size: [384, 128\nlr: 1.0e-5\n",
+                      ["line 2: 'img_size: [384, 128'", "line 3: 'lr: 1.0e-5'"]),
+    "extra indent": ("sgiha:\n  filter: res\n   layers: [1]\n", ["line 3: '   layers: [1]'"]),
+    "tab indent": ("name: demo\n\tlr: 1.0\n", ["line 2: '\\tlr: 1.0'"]),
+    "typo on the last line": ("name: demo\nlr 1.0", ["line 2: 'lr 1.0'"]),
+    "unclosed quote": ("name: 'demo\nlr: 1.0\n", ["line 1: \"name: 'demo\"", "line 2: 'lr: 1.0'"]),
+}
+
+
+@pytest.mark.parametrize("text, shown", list(YAML_TYPOS.values()), ids=list(YAML_TYPOS))
+def test_yaml_syntax_error_shows_the_offending_lines(tmp_path: Path, text: str, shown: list[str]):
+    bad = tmp_path / "typo.yaml"
+    bad.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    message = str(info.value)
+    assert message.startswith(f"{bad}: not valid YAML") and "\n" not in message
+    for line in shown:
+        assert line in message, (line, message)
+
+
 def test_saved_config_round_trips(tmp_path: Path):
     cfg = load_config(CONFIG_DIR / "demo.yaml", {"sgiha.filter": "none", "seed": 7})
     save_config(cfg, tmp_path / "configs.yaml")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -85,6 +86,19 @@ def test_export_files_and_default_name(demo_run: Path, exported):
     # SPEC 6.5: the weights are the backbone's, nothing of the training heads
     cfg = load_config(demo_run / CONFIG_FILE)
     assert set(load_file(str(files.weights))) == set(CLIP.from_config(cfg).state_dict())
+
+
+def test_every_export_file_follows_the_umask(demo_run: Path, tmp_path: Path):
+    """Like every other output (utils/io.py): 0666 minus the umask, so the group can read an export on shared
+    storage. The run folder stands for its configs.yaml."""
+    previous = os.umask(0o027)  # group may read, others nothing
+    try:
+        files = export(demo_run, tmp_path / "export")[0]
+    finally:
+        os.umask(previous)
+    assert files.name == f"sgiha-{demo_run.name}"
+    modes = {path.name: oct(path.stat().st_mode & 0o777) for path in files.weights.parent.iterdir()}
+    assert modes == {name: oct(0o640) for name in (WEIGHTS_FILE, LOCAL_DIR_CONFIG, f"{files.name}.json")}
 
 
 def test_open_clip_model_gives_our_features(demo_run: Path, exported, ours: CLIP):

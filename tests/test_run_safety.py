@@ -19,7 +19,7 @@ from datasets.toy import make_toy_dataset
 from tests.test_distributed import _free_port, _join_group
 from tests.tiny_run import make_tiny_toy, tiny_args
 from utils.checkpoint import RESUME_KEYS, load_checkpoint
-from utils.io import atomic_write_text
+from utils.io import atomic_save_safetensors, atomic_torch_save, atomic_write_text
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +98,20 @@ def open_folder():
     os.chmod(folder, 0o755)
     yield folder
     shutil.rmtree(folder)
+
+
+@pytest.mark.parametrize("write", [
+    lambda path: atomic_write_text(path, "name: x\n"),
+    lambda path: atomic_torch_save({"epoch": 1}, path),
+    lambda path: atomic_save_safetensors({"w": torch.zeros(2)}, path),  # safetensors replaces the file it is given
+], ids=["text", "torch", "safetensors"])
+def test_every_atomic_writer_follows_the_umask(open_folder: Path, write):
+    previous = os.umask(0o027)
+    try:
+        write(open_folder / "out")
+    finally:
+        os.umask(previous)
+    assert oct((open_folder / "out").stat().st_mode & 0o777) == oct(0o640)
 
 
 def test_written_files_are_readable_by_the_group(open_folder: Path):

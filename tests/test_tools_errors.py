@@ -49,6 +49,21 @@ CASES = {
     "search: run folder without configs.yaml": Case(
         "search.py", ["--config_file", "{not_a_run}/configs.yaml", "--gallery", "{gallery}", "--query", "a hat"],
         ["config file not found", "{not_a_run}/configs.yaml"]),
+    "search: a folder that is not a run": Case(
+        "search.py", ["--config_file", "{not_a_run}", "--gallery", "{gallery}", "--query", "a hat"],
+        ["--config_file {not_a_run}", "a folder without configs.yaml"]),
+    "search: --out under a file": Case(
+        "search.py", ["--config_file", "{run}", "--gallery", "{gallery}", "--query", "a hat", "--out",
+                      "{latin1}/hats.png"], ["--out {latin1}/hats.png", "{latin1} is a file, not a folder"]),
+    "visualize_test: a checkpoint name the run folder lacks": Case(
+        "visualize_test.py", ["--config_file", "{run}", "--checkpoint", "nope.pth"],
+        ["checkpoint not found", "{run}/nope.pth"]),
+    "visualize_test: --out_dir under a file": Case(
+        "visualize_test.py", ["--config_file", "{run}", "--out_dir", "{latin1}/pictures"],
+        ["--out_dir {latin1}/pictures", "{latin1} is a file, not a folder"]),
+    "export_open_clip: --out under a file": Case(
+        "export_open_clip.py", ["--config_file", "{run}", "--out", "{latin1}/export"],
+        ["--out {latin1}/export", "{latin1} is a file, not a folder"]),
     "visualize_test: typo in a config key": Case(
         "visualize_test.py", ["--config_file", "{run}/configs.yaml", "--num_querys", "3"],
         ["unknown key 'num_querys'"]),
@@ -63,6 +78,8 @@ CASES = {
         ["no usable run folder", "{not_evaluated}"]),
     "summarize_runs: corrupt test_results.json": Case(
         "summarize_runs.py", ["{torn_results}", "{not_a_run}"], ["no usable run folder", "{torn_results}"]),
+    "check_dataset: a folder that is not a run": Case(
+        "check_dataset.py", ["--config_file", "{not_a_run}"], ["--config_file {not_a_run}", "a folder without"]),
     "count_params: typo in a config key": Case("count_params.py", ["--lrr", "1"], ["unknown key 'lrr'"]),
     "make_toy_dataset: root folder is a file": Case(
         "make_toy_dataset.py", ["--root_dir", "{latin1}", "--dataset_name", "RSTPReid"],

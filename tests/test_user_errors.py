@@ -18,7 +18,7 @@ import pytest
 import train as train_script
 from datasets.toy import make_toy_dataset
 from tests.cli_checks import REPO, EntryPoint, assert_one_error_line, snapshot
-from tests.tiny_run import load_test_script, make_tiny_toy, tiny_args
+from tests.tiny_run import DEMO, load_test_script, make_tiny_toy, tiny_args
 from utils.checkpoint import load_checkpoint
 
 
@@ -45,8 +45,13 @@ CASES = {
     "select_on not evaluated": Case(_train("--select_on", "val", "--eval_splits", "[test]"),
                                     ["select_on = 'val'", "eval_splits"]),
     "negative temperature": Case(_train("--temperature", "-1"), ["temperature = -1.0", "> 0"]),
-    "typo in a key": Case(_train("--sgiha.fliter", "res"), ["unknown key 'sgiha.fliter'"]),
+    "typo in a key": Case(_train("--sgiha.fliter", "res"),
+                          ["unknown key 'sgiha.fliter' (did you mean 'sgiha.filter'?)"]),
     "missing config file": Case(["train.py", "--config_file", "{root}/nope.yaml"], ["{root}/nope.yaml", "not found"]),
+    "YAML syntax error": Case(["train.py", "--config_file", "{typo_yaml}"],
+                              ["{typo_yaml}", "line 2: 'num_epoch 60'", "line 3: 'lr: 1.0e-5'"]),
+    "output_dir under a file": Case(_train("--output_dir", "{notes}/logs"),
+                                    ["output_dir = {notes}/logs", "{notes} is a file, not a folder"]),
     "cuda without a GPU": Case(_train("--device", "cuda"), ["device = 'cuda'", "CUDA is not available"]),
     # data, checked as soon as the annotation is read
     "dataset folder missing": Case(_train(root="{root}/no_data"), ["{root}/no_data/CUHK-PEDES", "not found"]),
@@ -83,6 +88,18 @@ CASES = {
     "test.py with a missing checkpoint": Case(
         ["test.py", "--config_file", "{run}/configs.yaml", "--checkpoint", "{run}/nope.pth"],
         ["checkpoint not found", "{run}/nope.pth"]),
+    "train.py with a run folder as config": Case(["train.py", "--config_file", "{run}"],
+                                                 ["--config_file {run} is a folder", "--resume {run}/last.pth",
+                                                  "--config_file {run}/configs.yaml"]),
+    "test.py with a folder that is not a run": Case(["test.py", "--config_file", "{toy}"],
+                                                    ["--config_file {toy}", "a folder without configs.yaml"]),
+    "test.py with a checkpoint name the run folder lacks": Case(
+        ["test.py", "--config_file", "{run}", "--checkpoint", "nope.pth"], ["checkpoint not found", "{run}/nope.pth"]),
+    "test.py with out_dir under a file": Case(["test.py", "--config_file", "{run}", "--out_dir", "{notes}/eval"],
+                                              ["--out_dir {notes}/eval", "{notes} is a file, not a folder"]),
+    "zero-shot test.py with output_dir under a file": Case(
+        ["test.py", "--config_file", DEMO, "--checkpoint", "pretrained", "--output_dir", "{notes}"],
+        ["output_dir = {notes}", "{notes} is a file, not a folder"]),
     "run script with an unknown dataset": Case(["run_irra_SG-IHA.sh", "Market-1501"],
                                                ["unknown dataset 'Market-1501'"]),
 }
@@ -108,7 +125,10 @@ def world(tmp_path_factory, tiny_toy: Path, tiny_run: Path) -> dict[str, Path]:
     data = (torn / "last.pth").read_bytes()
     (torn / "last.pth").write_bytes(data[: len(data) // 2])
     paths = {"root": root, "run_data": tiny_toy, "toy": toy, "run": run, "torn": torn, "icfg": root / "icfg",
-             "latin1": root / "latin1", "not_text": root / "not_text"}
+             "latin1": root / "latin1", "not_text": root / "not_text", "notes": root / "notes.txt",
+             "typo_yaml": root / "typo.yaml"}
+    paths["notes"].write_text("a file where a folder is expected\n")
+    paths["typo_yaml"].write_text(f"_base_: {DEMO}\nnum_epoch 60\nlr: 1.0e-5\n")  # the ':' missing on line 2
     make_toy_dataset(paths["icfg"], "ICFG-PEDES", num_train_ids=4, num_val_ids=0, num_test_ids=2, images_per_id=1,
                      image_size=[64, 32], seed=0)
     for name in ("latin1", "not_text"):

@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # project imports 
 from datasets.doctor import default_workers, diagnose, format_report  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.config import CHOICES, load_config  # noqa: E402
+from utils.runs import config_file_arg  # noqa: E402
 
 FINDINGS_EXIT = 1  # the exit status when the report holds errors
 CONFIG_KEYS = ("dataset_name", "root_dir", "annotation_file", "text_length", "phrase_backend")  # options a config gives
@@ -36,7 +37,7 @@ def positive_int(text: str) -> int:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config_file", help="take dataset_name, root_dir, annotation_file, text_length and "
-                                              "phrase_backend from this config")
+                                              "phrase_backend from this config (or run folder)")
     parser.add_argument("--root_dir", help="parent folder of <dataset_name>/ (custom: of the annotation file)")
     parser.add_argument("--dataset_name", choices=CHOICES["dataset_name"])
     parser.add_argument("--annotation_file", help="dataset_name custom: the annotation JSON (relative to root_dir)")
@@ -57,7 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Progress and the phrase lookup's notes go to stderr, so that stdout holds only the report.
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s: %(message)s")
     given = {key: getattr(args, key) for key in CONFIG_KEYS if getattr(args, key) is not None}
-    cfg = load_config(args.config_file, given)  # validates the values (e.g. text_length >= 2)
+    config_file = config_file_arg(args.config_file) if args.config_file else None  # a run folder: its configs.yaml
+    cfg = load_config(config_file, given)  # validates the values (e.g. text_length >= 2)
     report = diagnose(cfg.dataset_name, cfg.root_dir, cfg.annotation_file, text_length=cfg.text_length,
                       phrase_backend=cfg.phrase_backend, min_word_len=cfg.sgiha.min_word_len, workers=args.workers)
     print(json.dumps(report.to_dict(), indent=1) if args.json else format_report(report))

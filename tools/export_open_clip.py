@@ -1,6 +1,6 @@
 """Export a trained run's retrieval model (the CLIP backbone, SPEC 6.5) for open_clip.
 
-    python tools/export_open_clip.py --config_file <run>/configs.yaml --out DIR [--checkpoint PATH] [--name NAME]
+    python tools/export_open_clip.py --config_file <run> --out DIR [--checkpoint PATH] [--name NAME]
 
 Writes into DIR the open_clip model config ``NAME.json``, ``open_clip_config.json`` (the same model config with
 this project's evaluation preprocessing, for open_clip's ``local-dir:DIR`` models) and the weights
@@ -27,13 +27,14 @@ from model.open_clip_format import (NAME_CHARS, RESIZE_MODE, ExportFiles, check_
 from utils.checkpoint import CheckpointError  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.config import load_config  # noqa: E402
+from utils.io import check_output_folder  # noqa: E402
 from utils.logger import setup_logger  # noqa: E402
-from utils.runs import BEST_CHECKPOINT, default_checkpoint  # noqa: E402
+from utils.runs import BEST_CHECKPOINT, CHECKPOINT_RULE, config_file_arg, tool_checkpoint  # noqa: E402
 
 NAME_PREFIX = "sgiha-"  # default model name: this prefix and the run folder's name
 
 
-def default_name(config_file: str) -> str:
+def default_name(config_file: Path) -> str:
     """``sgiha-<run folder>``, with characters open_clip's name lookup cannot take replaced by '-'."""
     folder = Path(config_file).resolve().parent.name
     return NAME_PREFIX + re.sub(f"[^{NAME_CHARS}]", "-", folder)
@@ -58,8 +59,9 @@ def loading_code(files: ExportFiles) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config_file", required=True, help="the run's configs.yaml")
-    parser.add_argument("--checkpoint", help=f"checkpoint to export (default: {BEST_CHECKPOINT} beside the config)")
+    parser.add_argument("--config_file", required=True, help="a run folder or its configs.yaml")
+    parser.add_argument("--checkpoint", help=f"checkpoint to export (default: the run's {BEST_CHECKPOINT}; "
+                                             f"{CHECKPOINT_RULE})")
     parser.add_argument("--out", required=True, help="folder to write the export into")
     parser.add_argument("--name", help="open_clip model name (default: sgiha-<run folder name>)")
     return parser.parse_args(argv)
@@ -69,14 +71,16 @@ def main(argv: Sequence[str] | None = None) -> ExportFiles:
     """Export; returns the files written."""
     args = parse_args(argv)
     setup_logger(None)
-    cfg = load_config(args.config_file)
+    check_output_folder(args.out, f"--out {args.out}")
+    config_file = config_file_arg(args.config_file)
+    cfg = load_config(config_file)
     check_exportable(cfg)  # before reading a checkpoint of hundreds of MB
-    name = args.name or default_name(args.config_file)
+    name = args.name or default_name(config_file)
     check_name(name)
-    checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint(args.config_file)
+    checkpoint = tool_checkpoint(config_file, args.checkpoint)
     if not checkpoint.is_file() and not args.checkpoint:
-        raise CheckpointError(f"--config_file {args.config_file}: no {BEST_CHECKPOINT} beside it; give the "
-                              f"configs.yaml of a run folder (<output_dir>/<dataset>/<run>/) or --checkpoint")
+        raise CheckpointError(f"--config_file {args.config_file}: no {BEST_CHECKPOINT} beside it; give a run "
+                              f"folder (<output_dir>/<dataset>/<run>/) or --checkpoint")
     model = load_retrieval_model(cfg, checkpoint, torch.device("cpu"))
     files = write_export(cfg, model.state_dict(), Path(args.out), name)
     print(f"wrote {files.model_config}, {files.local_config} and {files.weights}; load them with:\n")

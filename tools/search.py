@@ -1,6 +1,6 @@
 """Search your own folder of pictures with a text query, using a trained run's retrieval model.
 
-    python tools/search.py --config_file <run>/configs.yaml --gallery DIR --query "a woman in a red coat"
+    python tools/search.py --config_file <run> --gallery DIR --query "a woman in a red coat"
         [--query "..."] [--queries FILE] [--checkpoint PATH] [--topk 10] [--out results.png] [--key value ...]
 
 Every image under DIR (jpg, jpeg, png, bmp, webp; sub-folders included) is encoded once; the embeddings are
@@ -36,10 +36,10 @@ from processor.amp import autocast, resolve_amp, resolve_device  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.config import Config, load_config  # noqa: E402
 from utils.errors import UserError  # noqa: E402
-from utils.io import atomic_torch_save  # noqa: E402
+from utils.io import atomic_torch_save, check_output_folder  # noqa: E402
 from utils.logger import setup_logger  # noqa: E402
 from model.api import load_retrieval_model  # noqa: E402
-from utils.runs import default_checkpoint  # noqa: E402
+from utils.runs import BEST_CHECKPOINT, CHECKPOINT_RULE, config_file_arg, tool_checkpoint  # noqa: E402
 from utils.tokenizer import tokenize_queries  # noqa: E402
 from utils.visualize import GridLayout, Tile, draw_grid, save_png  # noqa: E402
 
@@ -270,8 +270,8 @@ def read_queries(args: argparse.Namespace) -> list[str]:
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config_file", required=True, help="the run's configs.yaml")
-    parser.add_argument("--checkpoint", help="checkpoint (default: best.pth beside the config)")
+    parser.add_argument("--config_file", required=True, help="a run folder or its configs.yaml")
+    parser.add_argument("--checkpoint", help=f"checkpoint (default: the run's {BEST_CHECKPOINT}; {CHECKPOINT_RULE})")
     parser.add_argument("--gallery", required=True, help="folder of images to search (searched recursively)")
     parser.add_argument("--query", action="append", help="text query (repeat for several)")
     parser.add_argument("--queries", help="text file with one query per line")
@@ -289,10 +289,12 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     args, overrides = parse_args(argv)
     setup_logger(None)
     queries = read_queries(args)
-    cfg = load_config(args.config_file, overrides)
+    check_output_folder(Path(args.out).parent, f"--out {args.out}")
+    config_file = config_file_arg(args.config_file)
+    cfg = load_config(config_file, overrides)
     device = resolve_device(cfg.device)
     amp = resolve_amp(cfg.amp, device)
-    checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint(args.config_file)
+    checkpoint = tool_checkpoint(config_file, args.checkpoint)
     model = load_retrieval_model(cfg, checkpoint, device)
     root = Path(args.gallery)
     cache_path = Path(args.cache) if args.cache else default_cache_path(root)

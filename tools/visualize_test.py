@@ -1,6 +1,6 @@
 """Look at a trained run's retrieval on its benchmark's test split, one picture per query.
 
-    python tools/visualize_test.py --config_file <run>/configs.yaml [--checkpoint PATH] [--num_queries 8]
+    python tools/visualize_test.py --config_file <run> [--checkpoint PATH] [--num_queries 8]
         [--topk 10] [--out_dir DIR] [--key value ...]
 
 Queries are spread evenly over the test captions. Each PNG shows the caption, the rank of the first image of
@@ -31,9 +31,10 @@ from processor.evaluator import encode_loader  # noqa: E402
 from tools.search import encode_queries, rank  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.config import Config, load_config  # noqa: E402
+from utils.io import check_output_folder  # noqa: E402
 from utils.logger import setup_logger  # noqa: E402
 from model.api import load_retrieval_model  # noqa: E402
-from utils.runs import default_checkpoint  # noqa: E402
+from utils.runs import BEST_CHECKPOINT, CHECKPOINT_RULE, config_file_arg, tool_checkpoint  # noqa: E402
 from utils.visualize import Color, GridLayout, Tile, draw_grid, save_png  # noqa: E402
 
 logger = logging.getLogger("sgiha.visualize_test")
@@ -111,8 +112,8 @@ def draw_query(result: QueryResult, eval_set: EvalSet, layout: GridLayout = LAYO
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config_file", required=True, help="the run's configs.yaml")
-    parser.add_argument("--checkpoint", help="checkpoint (default: best.pth beside the config)")
+    parser.add_argument("--config_file", required=True, help="a run folder or its configs.yaml")
+    parser.add_argument("--checkpoint", help=f"checkpoint (default: the run's {BEST_CHECKPOINT}; {CHECKPOINT_RULE})")
     parser.add_argument("--num_queries", type=int, default=DEFAULT_NUM_QUERIES, help="test captions to show")
     parser.add_argument("--topk", type=int, default=DEFAULT_TOPK, help="images per query")
     parser.add_argument("--out_dir", help=f"folder of the PNGs (default: <run>/{OUT_DIR_NAME})")
@@ -127,13 +128,15 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     """Visualise; returns the PNG files written."""
     args, overrides = parse_args(argv)
     setup_logger(None)
-    cfg = load_config(args.config_file, overrides)
+    config_file = config_file_arg(args.config_file)
+    out_dir = Path(args.out_dir) if args.out_dir else config_file.resolve().parent / OUT_DIR_NAME
+    check_output_folder(out_dir, f"--out_dir {args.out_dir or out_dir}")
+    cfg = load_config(config_file, overrides)
     device = resolve_device(cfg.device)
     amp = resolve_amp(cfg.amp, device)
-    checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint(args.config_file)
+    checkpoint = tool_checkpoint(config_file, args.checkpoint)
     model = load_retrieval_model(cfg, checkpoint, device)
     eval_set = load_test_split(cfg)
-    out_dir = Path(args.out_dir) if args.out_dir else Path(args.config_file).resolve().parent / OUT_DIR_NAME
     results = retrieve(model, eval_set, pick_queries(len(eval_set.captions), args.num_queries), args.topk, cfg,
                        device, amp)
     table = PrettyTable(["query", "identity", "first correct rank", "picture"])

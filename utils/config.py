@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import difflib
 import logging
 import os
 from pathlib import Path
@@ -71,14 +72,33 @@ class Config(dict):
         return tuple(n for n in self["loss_names"].split("+") if n)
 
 
+def _yaml_error(path: Path, text: str, exc: yaml.YAMLError) -> str:
+    """What is wrong and where, with the text of the lines concerned: the one yaml stopped at, and the one where
+    the construct it was reading began (a missing ':' is found only on the line after the typo)."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None:
+        return f"{path}: not valid YAML: {exc}"
+    lines = text.splitlines() or [""]
+    context = getattr(exc, "context_mark", None)
+    shown = sorted({min(m.line, len(lines) - 1) for m in (context, mark) if m is not None})  # end of file: last line
+    where = (f"at line {mark.line + 1}, column {mark.column + 1}" if mark.line < len(lines)
+             else "at the end of the file")
+    reading = ""
+    if exc.context:
+        begun = f" begun on line {min(context.line, len(lines) - 1) + 1}" if context is not None else ""
+        reading = f" ({exc.context}{begun})"
+    text_of = ", ".join(f"line {n + 1}: {lines[n]!r}" for n in shown)
+    return f"{path}: not valid YAML: {exc.problem} {where}{reading}; {text_of}"
+
+
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        raise ConfigError(_yaml_error(path, text, exc)) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the config as UTF-8") from exc
     except OSError as exc:
@@ -115,6 +135,13 @@ def _flatten(data: dict, prefix: str = "") -> Iterable[tuple[str, Any]]:
 
 def _valid_keys(defaults: dict) -> list[str]:
     return sorted(k for k, _ in _flatten(defaults))
+
+
+def _closest_key(key: str, defaults: dict) -> str:
+    """" (did you mean 'k'?)" naming the valid key most like ``key`` (case aside), or "" when none is close."""
+    by_lower = {k.lower(): k for k in _valid_keys(defaults)}
+    close = difflib.get_close_matches(key.lower(), list(by_lower), n=1)
+    return f" (did you mean '{by_lower[close[0]]}'?)" if close else ""
 
 
 def _check_type(key: str, value: Any, default: Any, source: str) -> Any:
@@ -161,8 +188,8 @@ def _set(tree: dict, key: str, value: Any, defaults: dict, source: str) -> None:
     node, dnode = tree, defaults
     for i, part in enumerate(parts):
         if not isinstance(dnode, dict) or part not in dnode:
-            raise ConfigError(
-                f"{source}: unknown key '{key}'. Valid keys: {', '.join(_valid_keys(defaults))}")
+            raise ConfigError(f"{source}: unknown key '{key}'{_closest_key(key, defaults)}. "
+                              f"Valid keys: {', '.join(_valid_keys(defaults))}")
         if i == len(parts) - 1:
             if isinstance(dnode[part], dict) and dnode[part]:
                 if not isinstance(value, dict):

@@ -2,6 +2,7 @@
 
 Files get the permissions of any file the user creates (0666 minus the umask), so that on shared storage the
 group can read checkpoints, results and phrase copies (a bare temporary file would stay owner-only, 0600).
+``check_output_folder`` tells before any work whether an output folder can be made at all.
 """
 from __future__ import annotations
 
@@ -13,8 +14,25 @@ from typing import Any, Callable
 import torch
 from safetensors.torch import save_file
 
+from utils.errors import UserError
+
 FILE_MODE = 0o666  # what open() asks for; the umask removes the bits the user does not want
 TEMP_SUFFIX = ".tmp"  # temporary files are .<name>.<random>.tmp beside their target
+
+
+class OutputFolderError(UserError, NotADirectoryError):
+    """An output folder that cannot be made: a file stands where it or a folder above it should be."""
+
+
+def check_output_folder(folder: str | os.PathLike, option: str) -> None:
+    """An OutputFolderError naming ``option`` when ``folder`` or a folder above it is a file: checked before any
+    work, so that the command ends with one line instead of a NotADirectoryError once the work is done."""
+    path = Path(folder).absolute()
+    for part in (path, *path.parents):
+        if part.is_dir():
+            return
+        if part.exists():
+            raise OutputFolderError(f"{option}: {part} is a file, not a folder; choose another folder")
 
 
 def _umask() -> int:
@@ -34,8 +52,8 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[str], None],
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
-        os.chmod(tmp, FILE_MODE & ~_umask())
         write(tmp)
+        os.chmod(tmp, FILE_MODE & ~_umask())  # after the write: a writer may replace the file (safetensors does)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         if keep_previous_as is not None and path.exists():

@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 from utils.config import Config, load_config
 from utils.errors import UserError, one_line
+from utils.io import check_output_folder
 from utils.metrics import METRIC_KEYS
 
 logger = logging.getLogger(__name__)
@@ -26,6 +27,10 @@ METRICS_FILE = "metrics.jsonl"
 TEST_RESULTS_FILE = "test_results.json"
 BEST_CHECKPOINT = "best.pth"
 LAST_CHECKPOINT = "last.pth"
+RUN_MARKERS = (METRICS_FILE, BEST_CHECKPOINT, LAST_CHECKPOINT)  # a configs.yaml beside one of these is a run's
+# The one rule for --checkpoint in test.py and the tools (their --help says it; so does the README).
+CHECKPOINT_RULE = ("with a run's config, a file name alone (last.pth) names a file of the run folder; a path with a "
+                   "folder (./x.pth, dir/x.pth, /abs/x.pth) is read as given")
 SEED_KEY = "seed"
 NOT_EXPERIMENT_KEYS = (SEED_KEY, "output_dir")  # runs that differ only in these are seeds of one experiment
 # the timestamp prefix train.py gives every run folder
@@ -45,8 +50,14 @@ class RunScores:
     source: str  # 'test_results.json', or 'metrics.jsonl epoch N' when test.py has not been run
 
 
+def check_output_dir(cfg: Config) -> None:
+    """An error naming ``output_dir`` when no run folder can be made under it (a file stands in the way)."""
+    check_output_folder(Path(cfg.output_dir) / cfg.dataset_name, f"output_dir = {cfg.output_dir}")
+
+
 def new_run_dir(cfg: Config, suffix: str = "") -> Path:
     """A folder name no run has: <output_dir>/<dataset_name>/<YYYYmmdd_HHMMSS>_<name><suffix>[_N]."""
+    check_output_dir(cfg)
     base = Path(cfg.output_dir) / cfg.dataset_name / f"{time.strftime('%Y%m%d_%H%M%S')}_{cfg.name}{suffix}"
     run_dir, n = base, 1
     while run_dir.exists():
@@ -62,6 +73,43 @@ def check_run_dir(run_dir: str | os.PathLike) -> Path:
     if not (path / CONFIG_FILE).is_file() and not (path / METRICS_FILE).is_file():
         raise RunError(f"{path}: not a run folder (neither {CONFIG_FILE} nor {METRICS_FILE} is there)")
     return path
+
+
+def config_file_arg(config_file: str | os.PathLike) -> Path:
+    """A ``--config_file`` value as a YAML file: a folder stands for the configs.yaml train.py wrote into it."""
+    path = Path(config_file)
+    if not path.is_dir():
+        return path
+    if not (path / CONFIG_FILE).is_file():
+        raise RunError(f"--config_file {path}: a folder without {CONFIG_FILE}; give a run folder "
+                       f"(<output_dir>/<dataset>/<stamp>_<name>/, holding the {CONFIG_FILE} train.py wrote) or a "
+                       f"YAML config file")
+    return path / CONFIG_FILE
+
+
+def run_dir_of(config_file: str | os.PathLike) -> Path | None:
+    """The run folder (absolute) whose configs.yaml ``config_file`` is, or None for a config that is not a run's."""
+    path = Path(config_file).absolute()
+    if path.name == CONFIG_FILE and any((path.parent / marker).exists() for marker in RUN_MARKERS):
+        return path.parent
+    return None
+
+
+def checkpoint_arg(checkpoint: str, run_dir: Path | None) -> Path:
+    """A ``--checkpoint`` value as an absolute path, by CHECKPOINT_RULE; without a run folder, read as given."""
+    path = Path(checkpoint)
+    if run_dir is None or path.name != checkpoint:  # './x.pth'.name is 'x.pth': only a bare name is the run's
+        return path.absolute()
+    own = run_dir / checkpoint
+    if not own.exists() and path.exists():  # never a silent switch between two files of one name
+        raise RunError(f"--checkpoint {checkpoint}: not in the run folder {run_dir} ({CHECKPOINT_RULE}); for the "
+                       f"file in the working directory write --checkpoint ./{checkpoint}")
+    return own
+
+
+def tool_checkpoint(config_file: Path, checkpoint: str | None) -> Path:
+    """The checkpoint a tool loads: ``--checkpoint`` by CHECKPOINT_RULE, by default best.pth beside the config."""
+    return checkpoint_arg(checkpoint, run_dir_of(config_file)) if checkpoint else default_checkpoint(config_file)
 
 
 def _read_text(path: Path) -> str:
