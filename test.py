@@ -27,7 +27,7 @@ from torch import nn
 
 from datasets.build import build_eval_sets
 from model.api import load_pretrained_model, read_checkpoint, retrieval_model
-from processor.amp import autocast, resolve_amp, resolve_device
+from processor.amp import resolve_amp, resolve_device
 from processor.evaluator import evaluate, format_table
 from utils.cli import run_cli
 from utils.config import Config, ConfigError, absolute_paths, load_config, save_config
@@ -121,14 +121,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     cfg = absolute_paths(load_config(config_file, overrides))
     target = resolve_target(args, config_file, cfg)
     device = resolve_device(cfg.device)
-    amp = resolve_amp(cfg.amp, device)
     world_size, rank, device = init_distributed(device)
     try:
         setup_logger(None, rank, buffer=True)
+        amp = resolve_amp(cfg.amp, device)  # after the logger: 'auto' logs its choice
         eval_sets = build_eval_sets(cfg, splits=(args.split,), world_size=world_size, rank=rank)
         model, epoch = load_model(cfg, target.checkpoint, device)
-        metrics = evaluate(model, eval_sets[args.split], device, lambda: autocast(device, amp), cfg.eval_chunk_size,
-                           i2t=cfg.eval_i2t, rank=rank)
+        metrics = evaluate(model, eval_sets[args.split], device, amp, cfg.eval_chunk_size, i2t=cfg.eval_i2t, rank=rank)
     finally:
         cleanup_distributed()
     if rank != 0:

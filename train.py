@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from datasets.build import build_dataloaders
 from datasets.toy import make_toy_dataset
 from model.build import build_model
-from processor.amp import autocast, build_grad_scaler, resolve_amp, resolve_device
+from processor.amp import build_grad_scaler, resolve_amp, resolve_device
 from processor.evaluator import chance_rank1
 from processor.trainer import TrainState, fit, last_epoch
 from solver import build_lr_scheduler, build_optimizer
@@ -186,10 +186,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
     per_process(cfg.batch_size, world_size, "batch_size")
     per_process(cfg.test_batch_size, world_size, "test_batch_size")
     device = resolve_device(cfg.device)
-    amp = resolve_amp(cfg.amp, device)
     world_size, rank, device = init_distributed(device)
     setup_logger(None, rank, buffer=True)
     logger.info("command: %s", " ".join(sys.argv))
+    amp = resolve_amp(cfg.amp, device)  # after the logger: 'auto' logs its choice
     set_seed(cfg.seed)
     try:
         data, model, optimizer, scheduler, scaler, state = build_training(cfg, resume, ckpt, device, amp,
@@ -214,8 +214,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         train_model = torch.compile(train_model)
     writer = _tensorboard_writer(run_dir, cfg.tensorboard and rank == 0)
     try:
-        fit(cfg, run_dir, train_model, data, optimizer, scheduler, scaler, device, lambda: autocast(device, amp),
-            state, rank=rank, writer=writer)
+        fit(cfg, run_dir, train_model, data, optimizer, scheduler, scaler, device, amp, state, rank=rank, writer=writer)
     except KeyboardInterrupt:
         last = run_dir / LAST_CHECKPOINT
         advice = (f"resume with: python train.py --resume {last}" if last.is_file()

@@ -11,12 +11,13 @@
 
 The model is the retrieval model alone (the CLIP backbone, SPEC 6.5). Captions go through the project's
 tokenizer (truncated to ``text_length`` tokens, with a warning), images through the evaluation transform; both
-are encoded in batches of ``test_batch_size`` under ``torch.no_grad``, in fp32, on the chosen device. Features
-come back L2-normalised, float32, on the CPU, one row per input (a single string or image gives one row).
+are encoded in batches of ``test_batch_size`` under ``torch.no_grad`` on the chosen device, by the evaluator's
+function (model/encode.py) and in its precision: the config's ``amp`` (``auto``: none on CPU, bf16 or fp16 on a GPU)
+unless ``load_encoder(..., amp="none")`` asks for another. Features come back L2-normalised, float32, on the CPU,
+one row per input (a single string or image gives one row).
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from collections.abc import Iterable
@@ -32,13 +33,13 @@ from datasets.train_dataset import load_image
 from datasets.transforms import build_transform
 from model.build import build_retrieval_model, retrieval_state_dict
 from model.clip import CLIP
+from model.encode import encode_loader
 from model.open_clip_format import LOCAL_DIR_CONFIG, WEIGHTS_FILE, is_export_dir, read_export
 from model.pretrained import load_pretrained
-from processor.amp import resolve_device
-from processor.evaluator import encode_loader
 from utils.checkpoint import CheckpointError, load_checkpoint
-from utils.config import Config, ConfigError, load_config
+from utils.config import CHOICES, Config, ConfigError, load_config
 from utils.errors import UserError, one_line
+from utils.precision import resolve_amp, resolve_device
 from utils.runs import BEST_CHECKPOINT, CONFIG_FILE, default_checkpoint, run_config
 from utils.tokenizer import get_tokenizer
 
@@ -128,10 +129,11 @@ def _as_list(inputs: Any, single: tuple[type, ...], what: str) -> list[Any]:
 
 
 class Encoder:
-    """A retrieval model with the tokenizer and evaluation transform of its config."""
+    """A retrieval model with the tokenizer and evaluation transform of its config; ``amp``: a resolved autocast
+    mode ('fp16' | 'bf16' | 'none')."""
 
-    def __init__(self, model: CLIP, cfg: Config, device: torch.device, batch_size: int):
-        self.model, self.cfg, self.device, self.batch_size = model, cfg, device, batch_size
+    def __init__(self, model: CLIP, cfg: Config, device: torch.device, batch_size: int, amp: str):
+        self.model, self.cfg, self.device, self.batch_size, self.amp = model, cfg, device, batch_size, amp
         self.tokenizer = get_tokenizer()
         self.transform = build_transform(cfg, train=False)
 
@@ -146,7 +148,7 @@ class Encoder:
             return torch.empty(0, self.embed_dim)
         loader = DataLoader(_Inputs(items, prepare), batch_size=self.batch_size, shuffle=False)
         # a progress bar only for inputs that take several forward passes
-        features, _ = encode_loader(encode, loader, self.device, contextlib.nullcontext, desc,
+        features, _ = encode_loader(encode, loader, self.device, self.amp, desc,
                                     show_progress=len(items) > self.batch_size)
         return features.cpu()
 
@@ -172,13 +174,16 @@ class Encoder:
         return self._encode(self.model.encode_image, images, lambda image: self.transform(_rgb(image)), "images")
 
 
-def load_encoder(path: str | os.PathLike, device: str | torch.device = "auto",
-                 batch_size: int | None = None) -> Encoder:
+def load_encoder(path: str | os.PathLike, device: str | torch.device = "auto", batch_size: int | None = None,
+                 amp: str | None = None) -> Encoder:
     """An Encoder from a run folder, a training checkpoint, or an export folder of tools/export_open_clip.py.
 
     ``device``: 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N' or a torch.device.
     ``batch_size``: inputs per forward pass (default: the config's ``test_batch_size``).
+    ``amp``: 'auto', 'fp16', 'bf16' or 'none' (default: the config's ``amp``, as the evaluator and search use).
     """
+    if amp is not None and amp not in CHOICES["amp"]:
+        raise EncoderInputError(f"amp={amp!r}: expected one of {', '.join(CHOICES['amp'])}")
     path = Path(path)
     device = resolve_device(device) if isinstance(device, str) else device
     if (path / CONFIG_FILE).is_file():
@@ -198,4 +203,4 @@ def load_encoder(path: str | os.PathLike, device: str | torch.device = "auto",
     else:
         raise EncoderInputError(f"{path}: neither a run folder ({CONFIG_FILE} and {BEST_CHECKPOINT}) nor an export "
                                 f"folder ({LOCAL_DIR_CONFIG} and {WEIGHTS_FILE}, from tools/export_open_clip.py)")
-    return Encoder(model, cfg, device, batch_size or cfg.test_batch_size)
+    return Encoder(model, cfg, device, batch_size or cfg.test_batch_size, resolve_amp(amp or cfg.amp, device))

@@ -1,10 +1,15 @@
 """Training objectives: SDM, ID, MLM (SPEC 5) and AQA (SPEC 6.4), each returning a scalar tensor.
 
-Inputs may come out of an autocast region; every loss is computed in float32 (float64 inputs stay float64).
+Inputs may come out of an autocast region (the towers may run in float16 or bfloat16): every function here runs
+with autocast off and upcasts its inputs, so similarities, softmaxes, KL divergences and cross-entropies are float32
+(float64 inputs stay float64) and equal what the same inputs give outside autocast.
 Under data parallelism the ``shard`` argument makes each process compute its rows against the whole global batch
 (model/shard.py); the default is the single-process batch.
 """
 from __future__ import annotations
+
+import functools
+from typing import Callable, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -12,17 +17,31 @@ from torch import Tensor
 
 from model.shard import LOCAL, BatchShard
 
+Fn = TypeVar("Fn", bound=Callable[..., Tensor])
+
+
+def outside_autocast(fn: Fn) -> Fn:
+    """``fn`` with autocast off on its first argument's device: autocast would cast matrix products to half
+    precision even for float32 inputs."""
+    @functools.wraps(fn)
+    def wrapper(first: Tensor, *args, **kwargs) -> Tensor:
+        with torch.autocast(first.device.type, enabled=False):
+            return fn(first, *args, **kwargs)
+    return wrapper  # type: ignore[return-value]
+
 
 def full_precision(x: Tensor) -> Tensor:
     """``x`` in float32 at least: half-precision autocast outputs are upcast, float64 is kept."""
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
+@outside_autocast
 def cosine_matrix(queries: Tensor, keys: Tensor) -> Tensor:
     """[Nq, Nk] cosine similarities, in float32 (or float64)."""
     return F.normalize(full_precision(queries), dim=-1) @ F.normalize(full_precision(keys), dim=-1).t()
 
 
+@outside_autocast
 def compute_sdm(image_feats: Tensor, text_feats: Tensor, pids: Tensor, logit_scale: float,
                 epsilon: float = 1e-8, shard: BatchShard = LOCAL) -> Tensor:
     """Similarity distribution matching: KL(softmax(scaled cosine) || identity-label distribution), both ways."""
@@ -40,6 +59,7 @@ def compute_sdm(image_feats: Tensor, text_feats: Tensor, pids: Tensor, logit_sca
     return one_direction(i2t) + one_direction(t2i)
 
 
+@outside_autocast
 def compute_id(image_logits: Tensor, text_logits: Tensor, pids: Tensor, shard: BatchShard = LOCAL) -> Tensor:
     """Identity classification: mean of the image and text cross-entropies (SPEC 5)."""
     image = F.cross_entropy(full_precision(image_logits), pids, reduction="none")
@@ -47,6 +67,7 @@ def compute_id(image_logits: Tensor, text_logits: Tensor, pids: Tensor, shard: B
     return (shard.mean(image) + shard.mean(text)) / 2
 
 
+@outside_autocast
 def compute_mlm(scores: Tensor, labels: Tensor, shard: BatchShard = LOCAL, global_count: int | None = None) -> Tensor:
     """Cross-entropy over the positions whose label is not 0 (SPEC 5), averaged over the global batch's.
 
@@ -62,6 +83,7 @@ def compute_mlm(scores: Tensor, labels: Tensor, shard: BatchShard = LOCAL, globa
     return shard.mean(losses, global_count)
 
 
+@outside_autocast
 def compute_aqa(answer_feats: Tensor, bridge_feats: Tensor, temperature: float, shard: BatchShard = LOCAL) -> Tensor:
     """Symmetric InfoNCE between answer features and SG-IHA outputs, cosine / temperature (SPEC 6.4)."""
     scores = cosine_matrix(answer_feats, shard.gather(bridge_feats)) / temperature

@@ -1,41 +1,16 @@
-"""Device and mixed-precision helpers: one autocast context and one backward/step helper (open_clip style).
+"""Mixed-precision training helpers: the GradScaler and one backward/step helper (open_clip style).
 
 Master weights stay fp32; only the forward runs under autocast. fp16 needs a GradScaler, bf16 and fp32 do not.
+The device and autocast choice live in utils/precision.py (also used outside training); the training scripts
+import them from here.
 """
 from __future__ import annotations
 
-import contextlib
-from typing import ContextManager
-
 import torch
 
-from utils.config import ConfigError
+from utils.precision import autocast, resolve_amp, resolve_device
 
-_AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when available, else CPU; anything else is passed to torch.device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device = {name!r} but CUDA is not available here; use --device auto or --device cpu")
-    return device
-
-
-def resolve_amp(amp: str, device: torch.device) -> str:
-    """'auto' is fp16 on CUDA and none on CPU (SPEC 7 trains in fp32; AMP is this project's speed option)."""
-    if amp == "auto":
-        return "fp16" if device.type == "cuda" else "none"
-    return amp
-
-
-def autocast(device: torch.device, amp: str) -> ContextManager:
-    """The autocast context for ``amp`` ('fp16' | 'bf16' | 'none'); a no-op for 'none'."""
-    if amp == "none":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=_AMP_DTYPES[amp])
+__all__ = ["autocast", "backward_step", "build_grad_scaler", "resolve_amp", "resolve_device"]
 
 
 def build_grad_scaler(device: torch.device, amp: str) -> torch.amp.GradScaler:

@@ -2,32 +2,16 @@
 from __future__ import annotations
 
 import logging
-from typing import ContextManager, Callable
 
 import torch
-import torch.nn.functional as F
 from prettytable import PrettyTable
 from torch import nn
-from tqdm import tqdm
 
+from model.encode import encode_loader
 from utils.distributed import all_sizes, gather_rows
 from utils.metrics import METRIC_KEYS, retrieval_metrics
 
 logger = logging.getLogger(__name__)
-
-
-@torch.no_grad()
-def encode_loader(encode: Callable[[torch.Tensor], torch.Tensor], loader, device: torch.device,
-                  autocast_ctx: Callable[[], ContextManager], desc: str,
-                  show_progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run ``encode`` over a loader of (pids, inputs); returns (L2-normalised fp32 features, pids)."""
-    feats, pids = [], []
-    for batch_pids, inputs in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, disable=not show_progress):
-        with autocast_ctx():
-            out = encode(inputs.to(device, non_blocking=True))
-        feats.append(F.normalize(out.float(), dim=-1))
-        pids.append(batch_pids.to(device))
-    return torch.cat(feats), torch.cat(pids)
 
 
 def _gather(feats: torch.Tensor, pids: torch.Tensor, world_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,9 +23,10 @@ def _gather(feats: torch.Tensor, pids: torch.Tensor, world_size: int) -> tuple[t
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, eval_set, device: torch.device, autocast_ctx: Callable[[], ContextManager],
-             chunk_size: int, i2t: bool = False, rank: int = 0) -> dict[str, float] | None:
-    """Text-to-image metrics of ``model`` (anything with encode_image / encode_text) on one split.
+def evaluate(model: nn.Module, eval_set, device: torch.device, amp: str, chunk_size: int, i2t: bool = False,
+             rank: int = 0) -> dict[str, float] | None:
+    """Text-to-image metrics of ``model`` (anything with encode_image / encode_text) on one split, its features
+    encoded under ``amp`` (model/encode.py).
 
     With ``i2t`` the image-to-text metrics are added under keys prefixed ``i2t_``. A split shared by several
     processes (``eval_set.world_size`` > 1) is encoded share by share; process 0 ranks the gathered features
@@ -49,9 +34,9 @@ def evaluate(model: nn.Module, eval_set, device: torch.device, autocast_ctx: Cal
     """
     was_training = model.training
     model.eval()
-    img_feats, g_pids = encode_loader(model.encode_image, eval_set.image_loader, device, autocast_ctx,
+    img_feats, g_pids = encode_loader(model.encode_image, eval_set.image_loader, device, amp,
                                       f"{eval_set.name} images")
-    txt_feats, q_pids = encode_loader(model.encode_text, eval_set.text_loader, device, autocast_ctx,
+    txt_feats, q_pids = encode_loader(model.encode_text, eval_set.text_loader, device, amp,
                                       f"{eval_set.name} captions")
     model.train(was_training)
     img_feats, g_pids = _gather(img_feats, g_pids, eval_set.world_size)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from processor.amp import backward_step
+from processor.amp import autocast, backward_step
 from processor.evaluator import evaluate, format_table
 from utils.checkpoint import save_checkpoint
 from utils.config import Config
@@ -160,9 +160,12 @@ def last_epoch(cfg: Config) -> int:
 
 
 def fit(cfg: Config, run_dir: Path, model: nn.Module, data, optimizer: torch.optim.Optimizer, scheduler,
-        scaler: torch.amp.GradScaler, device: torch.device, autocast_ctx: Callable[[], ContextManager],
-        state: TrainState, rank: int = 0, writer=None) -> TrainState:
-    """Train from ``state.epoch + 1`` to the last epoch; every process evaluates its share, process 0 writes."""
+        scaler: torch.amp.GradScaler, device: torch.device, amp: str, state: TrainState, rank: int = 0,
+        writer=None) -> TrainState:
+    """Train from ``state.epoch + 1`` to the last epoch; every process evaluates its share, process 0 writes.
+
+    ``amp``: the resolved autocast mode of the training forward and of evaluation (utils/precision.py).
+    """
     is_main = rank == 0
     end = last_epoch(cfg)
     retrieval = unwrap(model).backbone
@@ -170,15 +173,15 @@ def fit(cfg: Config, run_dir: Path, model: nn.Module, data, optimizer: torch.opt
         data.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
         start = time.time()
-        stats = train_one_epoch(model, data.train_loader, optimizer, scaler, device, autocast_ctx, epoch,
-                                cfg.log_period, show_progress=is_main)
+        stats = train_one_epoch(model, data.train_loader, optimizer, scaler, device, lambda: autocast(device, amp),
+                                epoch, cfg.log_period, show_progress=is_main)
         scheduler.step()
         logger.info("epoch %d done in %.1fs, lr %.3g: %s", epoch, time.time() - start, lr,
                     " ".join(f"{k}={v:.4f}" for k, v in sorted(stats.items())))
         results: dict[str, dict[str, float]] = {}
         if epoch % cfg.eval_period == 0 or epoch == end:
             for split in cfg.eval_splits:
-                metrics = evaluate(retrieval, data.eval_sets[split], device, autocast_ctx, cfg.eval_chunk_size,
+                metrics = evaluate(retrieval, data.eval_sets[split], device, amp, cfg.eval_chunk_size,
                                    i2t=cfg.eval_i2t, rank=rank)
                 if metrics is not None:
                     results[split] = metrics

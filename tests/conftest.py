@@ -17,6 +17,11 @@ from utils.logger import setup_logger  # noqa: E402
 from utils.seed import get_rng_states, set_rng_states  # noqa: E402
 from utils.tokenizer import get_tokenizer  # noqa: E402
 
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "slow: subprocess or long-running test")
+
+
 TOY_SIZES = dict(num_train_ids=12, num_val_ids=4, num_test_ids=5, images_per_id=2, image_size=[32, 16], seed=3)
 
 

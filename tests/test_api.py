@@ -1,7 +1,6 @@
 """model/api.py: one encoder from a run folder, a checkpoint or an export folder, with the evaluator's features."""
 from __future__ import annotations
 
-import contextlib
 import logging
 from pathlib import Path
 
@@ -12,8 +11,8 @@ from PIL import Image
 from datasets.bases import DatasetError
 from datasets.build import build_eval_sets
 from model.api import EncoderInputError, load_encoder, load_retrieval_model
+from model.encode import encode_loader
 from model.open_clip_format import write_export
-from processor.evaluator import encode_loader
 from utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from utils.config import load_config
 from utils.runs import BEST_CHECKPOINT, CONFIG_FILE
@@ -39,9 +38,8 @@ def test_split(demo_run: Path):
 def test_every_source_gives_the_evaluators_features(demo_run: Path, sources, test_split):
     cfg = load_config(demo_run / CONFIG_FILE)
     model = load_retrieval_model(cfg, demo_run / BEST_CHECKPOINT, CPU)
-    no_amp = contextlib.nullcontext
-    image_feats, _ = encode_loader(model.encode_image, test_split.image_loader, CPU, no_amp, "images")
-    text_feats, _ = encode_loader(model.encode_text, test_split.text_loader, CPU, no_amp, "captions")
+    image_feats, _ = encode_loader(model.encode_image, test_split.image_loader, CPU, "none", "images")
+    text_feats, _ = encode_loader(model.encode_text, test_split.text_loader, CPU, "none", "captions")
 
     outputs = {}
     for name, path in sources.items():

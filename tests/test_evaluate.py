@@ -13,7 +13,6 @@ import torch
 from datasets.build import build_eval_sets
 from model.clip import CLIP
 from model.pretrained import resize_pos_embed
-from processor.amp import autocast
 from processor.evaluator import evaluate
 from tests.tiny_run import load_test_script
 from utils.checkpoint import load_checkpoint
@@ -123,8 +122,8 @@ def test_zero_shot_evaluates_the_config_s_pretrained_weights(run, openai_files, 
     state = {k: v.float() for k, v in weights.items()}
     state["visual.positional_embedding"] = resize_pos_embed(state["visual.positional_embedding"], (14, 14), (24, 8))
     model.load_state_dict(state)
-    expected = evaluate(model, build_eval_sets(cfg, ("test",))["test"], torch.device("cpu"),
-                        lambda: autocast(torch.device("cpu"), "none"), cfg.eval_chunk_size)
+    expected = evaluate(model, build_eval_sets(cfg, ("test",))["test"], torch.device("cpu"), "none",
+                        cfg.eval_chunk_size)
     assert results["archive"]["metrics"] == pytest.approx(expected)
 
 

@@ -137,7 +137,7 @@ def test_open_clip_tokenizer_and_preprocess_match_ours(demo_run: Path, exported,
 def test_open_clip_ranks_the_test_split_as_our_evaluation(demo_run: Path, exported, ours: CLIP):
     cfg = load_config(demo_run / CONFIG_FILE)
     test_set = build_eval_sets(cfg, ("test",))["test"]
-    expected = evaluate(ours, test_set, CPU, contextlib.nullcontext, cfg.eval_chunk_size)
+    expected = evaluate(ours, test_set, CPU, "none", cfg.eval_chunk_size)
 
     snippet = run_snippet(exported[1])
     model, preprocess, tokenizer = snippet["model"], snippet["preprocess"], snippet["tokenizer"]

@@ -23,7 +23,6 @@ from typing import Any, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # project imports when run as tools/search.py
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 from prettytable import PrettyTable  # noqa: E402
 from torch import nn  # noqa: E402
@@ -32,13 +31,14 @@ from tqdm import tqdm  # noqa: E402
 
 from datasets.train_dataset import load_image  # noqa: E402
 from datasets.transforms import build_transform  # noqa: E402
-from processor.amp import autocast, resolve_amp, resolve_device  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.config import Config, load_config  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.io import atomic_torch_save, check_output_folder  # noqa: E402
 from utils.logger import setup_logger  # noqa: E402
+from utils.precision import resolve_amp, resolve_device  # noqa: E402
 from model.api import load_retrieval_model  # noqa: E402
+from model.encode import encode_batch  # noqa: E402
 from utils.runs import BEST_CHECKPOINT, CHECKPOINT_RULE, config_file_arg, tool_checkpoint  # noqa: E402
 from utils.tokenizer import tokenize_queries  # noqa: E402
 from utils.visualize import GridLayout, Tile, draw_grid, save_png  # noqa: E402
@@ -163,12 +163,9 @@ def encode_images(model: nn.Module, files: list[Path], cfg: Config, device: torc
     for indices, images, messages in tqdm(loader, desc="encoding gallery", dynamic_ncols=True):
         ok = torch.tensor([not m for m in messages], dtype=torch.bool)
         errors.extend(m for m in messages if m)
-        if not ok.any():
-            continue
-        with autocast(device, amp):
-            out = model.encode_image(images[ok].to(device))
-        for index, feature in zip(indices[ok].tolist(), F.normalize(out.float(), dim=-1).cpu()):
-            features[index] = feature
+        if ok.any():
+            encoded = encode_batch(model.encode_image, images[ok], device, amp).cpu()
+            features.update(zip(indices[ok].tolist(), encoded))
     return features, errors
 
 
@@ -203,11 +200,11 @@ def build_gallery_index(model: nn.Module, root: Path, cfg: Config, device: torch
 @torch.no_grad()
 def encode_queries(model: nn.Module, queries: Sequence[str], cfg: Config, device: torch.device,
                    amp: str) -> torch.Tensor:
-    """L2-normalised text embeddings [Q, D] (float32, CPU) of the queries (truncated to text_length tokens)."""
-    ids = tokenize_queries(queries, cfg.text_length).to(device)
-    with autocast(device, amp):
-        out = model.encode_text(ids)
-    return F.normalize(out.float(), dim=-1).cpu()
+    """L2-normalised text embeddings [Q, D] (float32, CPU) of the queries (truncated to text_length tokens), in
+    batches of test_batch_size as the evaluator encodes captions."""
+    ids = tokenize_queries(queries, cfg.text_length)
+    return torch.cat([encode_batch(model.encode_text, chunk, device, amp).cpu()
+                      for chunk in ids.split(cfg.test_batch_size)])
 
 
 def rank(query_features: torch.Tensor, gallery_features: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,8 +26,8 @@ from torch import nn  # noqa: E402
 from datasets.bases import DatasetError  # noqa: E402
 from datasets.build import EvalSet, build_eval_sets  # noqa: E402
 from datasets.train_dataset import load_image  # noqa: E402
-from processor.amp import autocast, resolve_amp, resolve_device  # noqa: E402
-from processor.evaluator import encode_loader  # noqa: E402
+from model.encode import encode_loader  # noqa: E402
+from processor.amp import resolve_amp, resolve_device  # noqa: E402
 from tools.search import encode_queries, rank  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.config import Config, load_config  # noqa: E402
@@ -83,8 +83,7 @@ def load_test_split(cfg: Config) -> EvalSet:
 def retrieve(model: nn.Module, eval_set: EvalSet, query_indices: Sequence[int], topk: int, cfg: Config,
              device: torch.device, amp: str) -> list[QueryResult]:
     """Top-k gallery images and first-hit rank of each chosen test caption."""
-    gallery, g_pids = encode_loader(model.encode_image, eval_set.image_loader, device,
-                                    lambda: autocast(device, amp), "test images")
+    gallery, g_pids = encode_loader(model.encode_image, eval_set.image_loader, device, amp, "test images")
     gallery, g_pids = gallery.cpu(), g_pids.cpu()
     captions = [eval_set.captions[i] for i in query_indices]
     queries = encode_queries(model, captions, cfg, device, amp)
