@@ -9,6 +9,11 @@ from datasets.toy import make_toy_dataset  # noqa: E402
 from tests.tiny_run import DEMO_BACKBONE, make_tiny_toy, tiny_args  # noqa: E402
 from utils.tokenizer import get_tokenizer  # noqa: E402
 
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "slow: subprocess or long-running test")
+
+
 TOY_SIZES = dict(num_train_ids=12, num_val_ids=4, num_test_ids=5, images_per_id=2, image_size=[32, 16], seed=3)
 
 
