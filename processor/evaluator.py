@@ -20,22 +20,31 @@ logger = logging.getLogger(__name__)
 def encode_loader(encode: Callable[[torch.Tensor], torch.Tensor], loader, device: torch.device,
                   autocast_ctx: Callable[[], ContextManager], desc: str,
                   show_progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run ``encode`` over a loader of (pids, inputs); returns (L2-normalised fp32 features, pids)."""
+    """Run ``encode`` over a loader of (pids, inputs); returns (L2-normalised fp32 features, pids).
+
+    An empty loader (a process whose share of a small split is empty) gives [0, 0] features and no pids.
+    """
     feats, pids = [], []
     for batch_pids, inputs in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, disable=not show_progress):
         with autocast_ctx():
             out = encode(inputs.to(device, non_blocking=True))
         feats.append(F.normalize(out.float(), dim=-1))
         pids.append(batch_pids.to(device))
+    if not feats:
+        return torch.zeros(0, 0, device=device), torch.zeros(0, dtype=torch.long, device=device)
     return torch.cat(feats), torch.cat(pids)
 
 
 def _gather(feats: torch.Tensor, pids: torch.Tensor, world_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every process's share of a split, in rank order (the shares are contiguous, so this is the split's order)."""
+    """Every process's share of a split, in rank order (the shares are contiguous, so this is the split's order).
+
+    A process with an empty share learns the feature width from the others, so that every share has one shape.
+    """
     if world_size == 1:
         return feats, pids
     sizes = all_sizes(len(pids), feats.device)
-    return gather_rows(feats, sizes), gather_rows(pids, sizes)
+    width = max(all_sizes(feats.shape[1], feats.device))
+    return gather_rows(feats.reshape(len(pids), width), sizes), gather_rows(pids, sizes)
 
 
 @torch.no_grad()
