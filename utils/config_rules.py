@@ -40,7 +40,7 @@ def int_at_least(low: int) -> Callable[[str, Any], None]:
     return check
 
 
-def int_below(low: int, limit: int) -> Callable[[str, Any], None]:
+def int_in_range(low: int, limit: int) -> Callable[[str, Any], None]:
     def check(key: str, value: Any) -> None:
         if not _is_int(value) or not low <= value < limit:
             _fail(key, value, f"must be a whole number in [{low}, {limit - 1}]")
@@ -109,7 +109,7 @@ POSITIVE = number_above(0)
 NON_NEGATIVE = number_above(0, inclusive=True)
 
 RULES: dict[str, Callable[[str, Any], None]] = {
-    "name": run_name, "output_dir": non_empty_text, "root_dir": non_empty_text, "seed": int_below(0, SEED_LIMIT),
+    "name": run_name, "output_dir": non_empty_text, "root_dir": non_empty_text, "seed": int_in_range(0, SEED_LIMIT),
     "device": device, "log_period": POSITIVE_INT,
     "toy.num_train_ids": POSITIVE_INT, "toy.num_val_ids": NON_NEGATIVE_INT, "toy.num_test_ids": POSITIVE_INT,
     "toy.images_per_id": POSITIVE_INT, "toy.image_size": pair_of_ints(1), "toy.seed": NON_NEGATIVE_INT,
