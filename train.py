@@ -22,7 +22,7 @@ from processor.amp import build_grad_scaler, resolve_amp, resolve_device
 from processor.evaluator import chance_rank1
 from processor.trainer import TrainState, fit, last_epoch
 from solver import build_lr_scheduler, build_optimizer
-from solver.build import scheduled_lrs
+from solver.build import continue_schedule, scheduled_lrs
 from utils.checkpoint import RESUME_KEYS, CheckpointError, UnsafeCheckpointError, load_checkpoint, previous_path
 from utils.cli import run_cli
 from utils.config import Config, absolute_paths, load_config, save_config
@@ -105,18 +105,16 @@ def config_changes(saved: dict, cfg: Config, prefix: str = "") -> list[str]:
 def restore(ckpt: dict[str, Any], path: Path, cfg: Config, model, optimizer, scheduler, scaler) -> TrainState:
     """Load a resumed run's states, or raise a CheckpointError naming what the config changed; touches no file."""
     changes = config_changes(ckpt.get("config", {}), cfg)
-    configured = [group["lr"] for group in optimizer.param_groups]
+    configured = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
     try:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
     except (RuntimeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"--resume {path}: the checkpoint does not fit the model of this config"
                               f"{' (changed: ' + '; '.join(changes) + ')' if changes else ''}: {one_line(exc)}"
                               ) from exc
-    scheduler.base_lrs = configured  # this config's learning rates (the checkpoint restored its own)
-    for group, lr in zip(optimizer.param_groups, configured):
-        group["initial_lr"] = lr
+    for group, settings in zip(optimizer.param_groups, configured):
+        group.update(settings)  # this config's weight decay, betas, ...: the checkpoint gives the moments only
     if ckpt["scaler"] or not scaler.is_enabled():
         scaler.load_state_dict(ckpt["scaler"])
     else:  # saved without a GradScaler (amp none or bf16): fp16 starts with a fresh scale
@@ -130,9 +128,8 @@ def restore(ckpt: dict[str, Any], path: Path, cfg: Config, model, optimizer, sch
                               f"--early_stop_epoch null")
     if changes:
         logger.info("resuming with changed settings: %s", "; ".join(changes))
+    continue_schedule(scheduler, state.epoch)  # this config's schedule, also when num_epoch changed
     lrs = scheduled_lrs(scheduler, range(state.epoch + 1, end + 1))
-    for group, lr in zip(optimizer.param_groups, lrs[0]):
-        group["lr"] = lr  # the schedule of this config, also when num_epoch changed since the checkpoint
     logger.info("resumed from %s after epoch %d; the schedule continues at lr %s for epochs %d..%d",
                 path, state.epoch, " -> ".join(f"{row[0]:.3g}" for row in lrs), state.epoch + 1, end)
     return state

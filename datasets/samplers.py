@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections import defaultdict
-from typing import Iterator, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import torch
 from torch.utils.data import Sampler
@@ -31,7 +31,17 @@ ORDER_STREAM = 0  # generator(seed, epoch, ORDER_STREAM) draws an epoch's order;
 Batch = list[list[int]]  # a global batch: groups of sample indices
 
 
-class GlobalBatchSampler(Sampler[list[int]], ABC):
+class SampleKey(NamedTuple):
+    """What the training dataset is asked for: a sample, and its position in the epoch's global order.
+
+    The position keys the sample's random streams: a sample drawn twice in an epoch (the identity sampler
+    repeats samples of identities with fewer than K) gets independent crops, masks and questions.
+    """
+    index: int
+    position: int
+
+
+class GlobalBatchSampler(Sampler[list[SampleKey]], ABC):
     """Yields this rank's share of each global batch; subclasses draw an epoch's batches (``draw_batches``)."""
 
     def __init__(self, batch_size: int, seed: int, drop_last: bool, world_size: int = 1, rank: int = 0):
@@ -76,10 +86,15 @@ class GlobalBatchSampler(Sampler[list[int]], ABC):
             self._merge_logged = True
         return batches[:-2] + [batches[-2] + last]
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[SampleKey]]:
+        """This rank's share of each global batch; positions count the samples of all ranks (the global order)."""
+        position = 0
         for batch in self.global_batches():
             start, stop = shard_bounds(len(batch), self.world_size, self.rank)
-            yield [index for group in batch[start:stop] for index in group]
+            first = position + sum(len(group) for group in batch[:start])
+            share = [index for group in batch[start:stop] for index in group]
+            yield [SampleKey(index, first + n) for n, index in enumerate(share)]
+            position += sum(len(group) for group in batch)
 
     def __len__(self) -> int:
         return len(self.global_batches())

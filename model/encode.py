@@ -29,9 +29,14 @@ def encode_batch(encode: Encode, inputs: Tensor, device: torch.device, amp: str)
 @torch.no_grad()
 def encode_loader(encode: Encode, loader: Iterable[tuple[Tensor, Tensor]], device: torch.device, amp: str,
                   desc: str, show_progress: bool = True) -> tuple[Tensor, Tensor]:
-    """``encode_batch`` over a loader of (keys, inputs); returns (features, keys), both on ``device``."""
+    """``encode_batch`` over a loader of (keys, inputs); returns (features, keys), both on ``device``.
+
+    An empty loader (a process whose share of a small split is empty) gives [0, 0] features and no keys.
+    """
     feats, keys = [], []
     for batch_keys, inputs in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, disable=not show_progress):
         feats.append(encode_batch(encode, inputs, device, amp))
         keys.append(batch_keys.to(device))
+    if not feats:
+        return torch.zeros(0, 0, device=device), torch.zeros(0, dtype=torch.long, device=device)
     return torch.cat(feats), torch.cat(keys)

@@ -15,11 +15,15 @@ logger = logging.getLogger(__name__)
 
 
 def _gather(feats: torch.Tensor, pids: torch.Tensor, world_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every process's share of a split, in rank order (the shares are contiguous, so this is the split's order)."""
+    """Every process's share of a split, in rank order (the shares are contiguous, so this is the split's order).
+
+    A process with an empty share learns the feature width from the others, so that every share has one shape.
+    """
     if world_size == 1:
         return feats, pids
     sizes = all_sizes(len(pids), feats.device)
-    return gather_rows(feats, sizes), gather_rows(pids, sizes)
+    width = max(all_sizes(feats.shape[1], feats.device))
+    return gather_rows(feats.reshape(len(pids), width), sizes), gather_rows(pids, sizes)
 
 
 @torch.no_grad()

@@ -100,9 +100,22 @@ def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> torch.optim.lr_
     def group_lambda(base_lr: float) -> Callable[[int], float]:
         return lambda k: lr_factor_at(cfg, k, base_lr)
 
-    # 'initial_lr' is set when the optimizer already went through a scheduler (resume); else 'lr' is the initial one.
-    lambdas = [group_lambda(group.get("initial_lr", group["lr"])) for group in optimizer.param_groups]
+    # The optimizer is build_optimizer's: each group's lr is the configured one (SPEC 7), the schedule's base.
+    lambdas = [group_lambda(group["lr"]) for group in optimizer.param_groups]
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
+
+
+def continue_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR, finished: int) -> None:
+    """Set ``scheduler`` and its optimizer to train epoch ``finished + 1`` next (a resumed run).
+
+    An epoch's learning rates are a function of (config, epoch) alone: the scheduler's base lrs, which
+    build_lr_scheduler took from build_optimizer's groups, times the epoch's factors. Nothing is read back from
+    a checkpoint's optimizer or scheduler state, whose lrs may be a warm-up's or another config's.
+    """
+    scheduler.last_epoch = finished
+    (lrs,) = scheduled_lrs(scheduler, [finished + 1])
+    for group, base, lr in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, lrs):
+        group["initial_lr"], group["lr"] = base, lr
 
 
 def scheduled_lrs(scheduler: torch.optim.lr_scheduler.LambdaLR, epochs: Iterable[int]) -> list[list[float]]:

@@ -139,6 +139,8 @@ def test_a_run_folder_of_an_earlier_version_still_loads(tmp_path, caplog):
     ({"early_stop_epoch": 0}, "early_stop_epoch = 0"),
     ({"pretrain_path": 3}, "pretrain_path = 3 must be a path"),
     ({"device": "gpu"}, "device = 'gpu': must be auto, cpu, cuda or cuda:N"),
+    ({"seed": 2 ** 32}, "seed = 4294967296: must be a whole number in [0, 4294967295]"),  # np.random.seed's range
+    ({"seed": 2 ** 32 - 1}, None),
     ({"loss_names": "sdm+id", "sgiha.layers": [99]}, None),  # SG-IHA's settings matter only when it is trained
 ])
 def test_values_are_checked_when_the_config_loads(override, fragment):

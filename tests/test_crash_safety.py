@@ -1,4 +1,5 @@
-"""A run killed at any moment (SIGKILL: no cleanup) and resumed ends exactly as an uninterrupted one."""
+"""A run stopped at any moment (SIGKILL: no cleanup; SIGINT: Ctrl-C) and resumed ends exactly as an uninterrupted one,
+under a schedule with a warm-up from warmup_factor (every shipped config has one) and a cosine to target_lr."""
 from __future__ import annotations
 
 import subprocess
@@ -17,6 +18,10 @@ pytestmark = pytest.mark.slow  # processes started per test (see pytest.ini)
 ROOT = CONFIG_DIR.parent
 STEPS_PER_EPOCH = 16 * 2 * 2 // 16  # make_tiny_toy's 64 captions at batch 16
 EPOCHS = 3
+# Epochs 1-2 warm up from 0.1 x lr, epoch 3 is the cosine's first: a resume in either continues the schedule.
+SCHEDULE = ("--num_epoch", str(EPOCHS), "--batch_size", "16", "--warmup_epochs", "2", "--warmup_factor", "0.1",
+            "--target_lr", "1e-4")
+INTERRUPTED = 130  # utils.cli's status after Ctrl-C
 
 
 def _train(args: list[str], cwd: Path, moment: str | None = None) -> subprocess.CompletedProcess:
@@ -35,21 +40,22 @@ def reference(tmp_path_factory) -> tuple[Path, Path]:
     """The toy data and an uninterrupted run."""
     tmp = tmp_path_factory.mktemp("crash")
     toy = make_tiny_toy(tmp / "toy")
-    result = _train(tiny_args(toy, tmp / "whole", "--num_epoch", str(EPOCHS), "--batch_size", "16"), tmp)
+    result = _train(tiny_args(toy, tmp / "whole", *SCHEDULE), tmp)
     assert result.returncode == 0, result.stderr[-2000:]
     return toy, _only_run(tmp / "whole")
 
 
 @pytest.mark.parametrize("moment", [
-    f"step:{STEPS_PER_EPOCH + 2}",  # mid-epoch 2
-    "save:last.pth:2",  # while the epoch-2 last.pth is being written
-    f"save:last.pth:{EPOCHS}",  # while the last epoch's last.pth is being written
+    f"step:{STEPS_PER_EPOCH + 2}",  # SIGKILL mid-epoch 2 (in the warm-up)
+    "save:last.pth:2",  # SIGKILL while the epoch-2 last.pth is being written
+    f"save:last.pth:{EPOCHS}",  # SIGKILL while the last epoch's last.pth is being written
+    pytest.param(f"sigint:{STEPS_PER_EPOCH + 1}", marks=pytest.mark.slow),  # Ctrl-C early in epoch 2
 ])
 def test_killed_and_resumed_run_equals_the_uninterrupted_one(reference, tmp_path: Path, moment: str):
     toy, whole = reference
-    killed = _train(tiny_args(toy, tmp_path / "out", "--num_epoch", str(EPOCHS), "--batch_size", "16"), tmp_path,
-                    moment)
-    assert killed.returncode == -9, killed.stderr[-2000:]  # SIGKILL
+    killed = _train(tiny_args(toy, tmp_path / "out", *SCHEDULE), tmp_path, moment)
+    expected = INTERRUPTED if moment.startswith("sigint") else -9  # -9: SIGKILL
+    assert killed.returncode == expected, killed.stderr[-2000:]
     run = _only_run(tmp_path / "out")
     assert load_checkpoint(run / "last.pth")["epoch"] < EPOCHS  # the torn write left the previous epoch's file
     resumed = _train(["--resume", str(run / "last.pth")], tmp_path)

@@ -7,7 +7,7 @@ import torch
 
 from datasets import DatasetError
 from datasets.build import build_dataloaders
-from datasets.samplers import IdentityBatchSampler, RandomBatchSampler
+from datasets.samplers import IdentityBatchSampler, RandomBatchSampler, SampleKey
 from utils.config import load_config
 
 SMALL = {"img_size": [32, 16], "batch_size": 8, "test_batch_size": 7, "num_workers": 0}
@@ -83,15 +83,31 @@ def test_a_sample_is_the_same_tensor_wherever_it_is_drawn(toy_root):
     bundle = build_dataloaders(config(toy_root))
     dataset = bundle.train_set
     dataset.set_epoch(4)
-    first = dataset[5]
+    first = dataset[SampleKey(5, 11)]
     for index in (3, 9, 0):  # other samples in between, in any order
-        dataset[index]
-    again = dataset[5]
+        dataset[SampleKey(index, index)]
+    again = dataset[SampleKey(5, 11)]
     for key in first:
         assert torch.equal(first[key], again[key]), key
+    assert not torch.equal(dataset[SampleKey(5, 12)]["images"], first["images"])  # drawn again later in the epoch
     dataset.set_epoch(5)
-    changed = dataset[5]
+    changed = dataset[SampleKey(5, 11)]
     assert not torch.equal(first["images"], changed["images"])  # augmentation draws anew each epoch
+
+
+def test_a_sample_repeated_in_a_batch_draws_its_randomness_again(toy_root):
+    """The identity sampler repeats samples of an identity with fewer than K (IRRA draws each copy anew)."""
+    bundle = build_dataloaders(config(toy_root, sampler="identity", num_instance=8))  # K = 8 > 4 samples per id
+    batch = next(iter(bundle.train_loader))
+    copies: dict[tuple, list[int]] = {}
+    for row, sample in enumerate(zip(batch["image_ids"].tolist(), map(tuple, batch["caption_ids"].tolist()))):
+        copies.setdefault(sample, []).append(row)
+    repeated = [rows for rows in copies.values() if len(rows) > 1]
+    assert repeated  # the test's premise: the batch holds copies of one sample
+    pairs = [(first, other) for first, *others in repeated for other in others]
+    assert all(not torch.equal(batch["images"][a], batch["images"][b]) for a, b in pairs)  # crops, flips, erasing
+    for key in ("mlm_ids", "question_ids"):  # a short caption's few choices may coincide, but not every time
+        assert not all(torch.equal(batch[key][a], batch[key][b]) for a, b in pairs), key
 
 
 def _union_of_shares(make, world_size: int, epoch: int = 1) -> list[list[int]]:
@@ -102,7 +118,10 @@ def _union_of_shares(make, world_size: int, epoch: int = 1) -> list[list[int]]:
     lengths = {len(s) for s in samplers}
     assert len(lengths) == 1  # every rank takes the same number of steps
     steps = [list(s) for s in samplers]
-    return [sum((steps[r][t] for r in range(world_size)), []) for t in range(lengths.pop())]
+    union = [sum((steps[r][t] for r in range(world_size)), []) for t in range(lengths.pop())]
+    positions = [key.position for batch in union for key in batch]
+    assert positions == list(range(len(positions)))  # the ranks' shares count the epoch's global order
+    return [[key.index for key in batch] for batch in union]
 
 
 @pytest.mark.parametrize("num_samples, batch_size", [(70, 8), (64, 8), (41, 64), (9, 4), (7, 4)])
@@ -156,7 +175,7 @@ def test_identity_batches_are_whole_groups_and_the_same_for_any_world_size():
             assert union == single
     samplers = [make(2, rank) for rank in (0, 1)]
     for share0, share1 in zip(*samplers):  # a process holds whole K-groups
-        assert all(Counter(pids[i] for i in share).most_common()[-1][1] % 2 == 0 for share in (share0, share1))
+        assert all(Counter(pids[k.index] for k in share).most_common()[-1][1] % 2 == 0 for share in (share0, share1))
     assert all(len(b) == 8 for b in _union_of_shares(lambda w, r: make(w, r, drop_last=True), 1))
 
 

@@ -251,3 +251,66 @@ def test_two_process_training_keeps_ranks_in_sync(tmp_path: Path):
     assert files == ["best.pth", "configs.yaml", "last.pth", "last_prev.pth", "metrics.jsonl", "train.log"]
     log = (runs[0] / "train.log").read_text()
     assert log.count("epoch 1 evaluation") == 1 and "global batch 8: 4 per process x 2 process(es)" in log
+
+
+# ---------------------------------------------------------------- evaluation with an empty share
+
+
+class _TinyEncoder(torch.nn.Module):
+    """Anything with encode_image / encode_text: two linear maps."""
+
+    def __init__(self):
+        super().__init__()
+        self.image, self.text = torch.nn.Linear(6, 4), torch.nn.Linear(3, 4)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return self.image(images)
+
+    def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.text(ids.float())
+
+
+def _tiny_split(gallery: int, queries: int, world_size: int, rank: int):
+    """An EvalSet of ``gallery`` images and ``queries`` captions; this rank's contiguous share of each."""
+    from datasets.build import EvalSet
+    from utils.distributed import shard_bounds
+
+    g = torch.Generator().manual_seed(gallery * 10 + queries + 1)
+    g_pids, q_pids = torch.arange(gallery), torch.zeros(queries, dtype=torch.long)  # one match: gallery image 0
+    images, ids = torch.randn(gallery, 6, generator=g), torch.randint(0, 9, (queries, 3), generator=g)
+
+    def loader(pids, inputs):
+        start, stop = shard_bounds(len(pids), world_size, rank)
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(pids[start:stop], inputs[start:stop]),
+                                           batch_size=2)
+
+    return EvalSet("test", loader(g_pids, images), loader(q_pids, ids), g_pids, q_pids, [], [], world_size)
+
+
+EMPTY_SHARE_SPLITS = [(1, 3), (5, 1), (1, 1)]  # (gallery, queries): a split of 1 leaves process 1 without items
+
+
+def _evaluate_splits(world_size: int, rank: int) -> list:
+    from processor.evaluator import evaluate
+
+    torch.manual_seed(0)
+    model = _TinyEncoder()
+    return [evaluate(model, _tiny_split(g, q, world_size, rank), torch.device("cpu"), torch.no_grad, 8, rank=rank) for g, q in EMPTY_SHARE_SPLITS]
+
+
+def _evaluate_worker(rank: int, world_size: int, port: int, out: str) -> None:
+    _join_group(rank, world_size, port)
+    dist.init_process_group("gloo")
+    try:
+        Path(out, f"rank{rank}.json").write_text(json.dumps(_evaluate_splits(world_size, rank)))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_evaluation_with_an_empty_share_matches_one_process(tmp_path: Path):
+    mp.spawn(_evaluate_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranked, other = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2))
+    assert other == [None] * len(EMPTY_SHARE_SPLITS)  # process 1 (empty shares) only sent its nothing
+    assert ranked == _evaluate_splits(1, 0)
+    assert ranked[1]["mAP"] < 100  # premise: the 5 gathered images are ranked, not trivially all right

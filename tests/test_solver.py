@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from solver import build_lr_scheduler, build_optimizer
+from solver.build import continue_schedule
 from utils.config import load_config
 
 BASE_LR, WD, EPOCHS = 1e-5, 4e-5, 60
@@ -136,21 +137,23 @@ def test_step_schedule_after_warmup():
             assert lr == pytest.approx(base * warm * decay, rel=1e-9), epoch
 
 
-def test_resume_mid_schedule_continues_identically():
+@pytest.mark.parametrize("finished", [2, 7])  # in the warm-up; in the cosine
+def test_resume_mid_schedule_continues_identically(finished):
     cfg = load_config(None)
     model = TinyTrainingModel()
     optimizer = build_optimizer(cfg, model)
     scheduler = build_lr_scheduler(cfg, optimizer)
-    run_epochs(optimizer, scheduler, range(7))
-    saved_opt, saved_sched = optimizer.state_dict(), scheduler.state_dict()
-    expected = run_epochs(optimizer, scheduler, range(7, EPOCHS))
+    run_epochs(optimizer, scheduler, range(finished))
+    saved = optimizer.state_dict()
+    expected = run_epochs(optimizer, scheduler, range(finished, EPOCHS))
+    for group in saved["param_groups"]:  # what a checkpoint's lrs may be: a warm-up's, another config's
+        group["lr"], group["initial_lr"] = 123.0, 456.0
 
-    fresh_opt = build_optimizer(cfg, model)
-    fresh_sched = build_lr_scheduler(cfg, fresh_opt)
-    fresh_opt.load_state_dict(saved_opt)
-    fresh_sched.load_state_dict(saved_sched)
-    assert run_epochs(fresh_opt, fresh_sched, range(7, EPOCHS)) == expected
-    assert expected[0] != run_epochs(*_fresh(cfg, model), range(1))[0]  # the resumed lrs are not epoch 1's
+    fresh_opt, fresh_sched = _fresh(cfg, model)
+    fresh_opt.load_state_dict(saved)
+    continue_schedule(fresh_sched, finished)
+    assert run_epochs(fresh_opt, fresh_sched, range(finished, EPOCHS)) == expected
+    assert expected[0][0] == pytest.approx(spec_lr(BASE_LR, finished + 1))  # group 0: backbone.0.weight's
 
 
 def _fresh(cfg, model):

@@ -14,6 +14,7 @@ from utils.errors import UserError
 EVAL_SPLITS = ("val", "test")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 MIN_BATCH = 2  # the contrastive losses compare a sample with the others of its batch
+SEED_LIMIT = 2 ** 32  # np.random.seed takes seeds below 2**32; utils.seed.derive_seed's keys are 32-bit words
 
 
 class ConfigError(UserError, ValueError):
@@ -36,6 +37,13 @@ def int_at_least(low: int) -> Callable[[str, Any], None]:
     def check(key: str, value: Any) -> None:
         if not _is_int(value) or value < low:
             _fail(key, value, f"must be a whole number >= {low}")
+    return check
+
+
+def int_in_range(low: int, limit: int) -> Callable[[str, Any], None]:
+    def check(key: str, value: Any) -> None:
+        if not _is_int(value) or not low <= value < limit:
+            _fail(key, value, f"must be a whole number in [{low}, {limit - 1}]")
     return check
 
 
@@ -101,7 +109,7 @@ POSITIVE = number_above(0)
 NON_NEGATIVE = number_above(0, inclusive=True)
 
 RULES: dict[str, Callable[[str, Any], None]] = {
-    "name": run_name, "output_dir": non_empty_text, "root_dir": non_empty_text, "seed": NON_NEGATIVE_INT,
+    "name": run_name, "output_dir": non_empty_text, "root_dir": non_empty_text, "seed": int_in_range(0, SEED_LIMIT),
     "device": device, "log_period": POSITIVE_INT,
     "toy.num_train_ids": POSITIVE_INT, "toy.num_val_ids": NON_NEGATIVE_INT, "toy.num_test_ids": POSITIVE_INT,
     "toy.images_per_id": POSITIVE_INT, "toy.image_size": pair_of_ints(1), "toy.seed": NON_NEGATIVE_INT,

@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from utils.config_rules import SEED_LIMIT
+
 SEED_BITS = 63  # torch generators take seeds below 2**63
 
 
@@ -17,15 +19,23 @@ def set_seed(seed: int) -> None:
     torch.cuda.manual_seed_all(seed)
 
 
-def derive_seed(*keys: int) -> int:
-    """A seed that is a function of ``keys`` alone (e.g. seed, epoch, sample index, stream), well mixed."""
-    state = np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint32)
+def derive_seed(seed: int, epoch: int, stream: int, position: int = 0) -> int:
+    """A well-mixed seed that is a function of the key (seed, epoch, stream, position) alone.
+
+    The key is always four 32-bit words: SeedSequence pads short entropy with zeros and splits a larger integer
+    into several words, so keys of varying length or width would alias ((42, 1, 0) and (42, 1, 0, 0);
+    (2**32, 0) and (0, 1)).
+    """
+    key = (seed, epoch, stream, position)
+    if not all(0 <= k < SEED_LIMIT for k in key):
+        raise ValueError(f"derive_seed: keys must be whole numbers in [0, {SEED_LIMIT}), got {key}")
+    state = np.random.SeedSequence([int(k) for k in key]).generate_state(2, np.uint32)
     return (int(state[0]) << 32 | int(state[1])) >> (64 - SEED_BITS)
 
 
-def generator(*keys: int) -> torch.Generator:
-    """A CPU torch generator seeded by ``derive_seed(*keys)``."""
-    return torch.Generator().manual_seed(derive_seed(*keys))
+def generator(seed: int, epoch: int, stream: int, position: int = 0) -> torch.Generator:
+    """A CPU torch generator seeded by ``derive_seed`` of the same key."""
+    return torch.Generator().manual_seed(derive_seed(seed, epoch, stream, position))
 
 
 def get_rng_states() -> dict[str, Any]:
