@@ -18,6 +18,7 @@ import math
 import weakref
 from collections import Counter
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Iterator, Mapping, Sequence
 
 import torch
@@ -29,7 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from datasets.bases import get_benchmark
 from datasets.reader import read_benchmark
-from model.build import build_model
+from model.build import TrainingModel, build_model
 from solver.build import build_optimizer
 from utils.config import Config
 from utils.errors import UserError
@@ -332,9 +333,6 @@ def _resolve_amp(amp: str, device_type: str) -> str:
 def gpu_rows(cfg: Config, num_classes: int, lengths: Sequence[int], source: str, flops_per_epoch: float,
              gpus: Sequence[str], cuda_plan: StepPlan, amp: str) -> dict[str, dict[str, Any]]:
     """Per named GPU: fits, largest batch with and without checkpointing, epoch and run time bounds."""
-    unknown = [g for g in gpus if g not in GPU_SPECS]
-    if unknown:
-        raise PlanError(f"--gpu {' '.join(unknown)}: unknown GPU; expected names from {sorted(GPU_SPECS)}")
     size = cfg.batch_size
     lines = {}
     for checkpointed in (False, True):
@@ -362,6 +360,9 @@ def gpu_rows(cfg: Config, num_classes: int, lengths: Sequence[int], source: str,
 
 def plan_run(cfg: Config, device_type: str, gpus: Sequence[str]) -> dict[str, Any]:
     """The whole plan of a config: its step on ``device_type``, per epoch, and per named GPU (JSON-ready)."""
+    unknown = [g for g in gpus if g not in GPU_SPECS]
+    if unknown:
+        raise PlanError(f"--gpu {' '.join(unknown)}: unknown GPU; expected names from {sorted(GPU_SPECS)}")
     lengths, source, captions, num_classes = caption_lengths(cfg)
     if captions is None:
         captions, num_classes = published_train_counts(cfg)
@@ -414,3 +415,12 @@ def memory_warning(cfg: Config, num_classes: int, amp: str, world_size: int, fre
     fits = largest_batch(*affine_fit(smaller, plan), free_bytes) if half < batch_size else 0
     return (f"{head}: set grad_checkpoint: true and batch_size {fits * world_size} (or more processes)" if fits
             else f"{head}, even one sample with grad_checkpoint: true: use a larger GPU")
+
+
+def batch_shapes(cfg: Config, batch: Mapping[str, Tensor]) -> TextShapes:
+    """The shapes a real batch gives the model: its kept text lengths and MLM-masked positions."""
+    kept = TrainingModel._kept_lengths(SimpleNamespace(losses=cfg.losses), batch)
+    caption = max(kept["caption_ids"], kept.get("question_ids", 0))
+    answer = kept.get("answer_ids", caption)
+    masked = int((batch["mlm_labels"] != 0).sum()) if "mlm_labels" in batch else 0
+    return TextShapes(caption, answer, max(1, masked), "a real batch")
