@@ -19,13 +19,13 @@ import weakref
 from collections import Counter
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves, tree_map
+from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
 from datasets.bases import get_benchmark
@@ -346,14 +346,14 @@ def gpu_rows(cfg: Config, num_classes: int, lengths: Sequence[int], source: str,
         budget = spec.memory_gib * GIB * USABLE_MEMORY_FRACTION
         tflops = peak_tflops(spec, amp)
         lower = None if tflops is None else flops_per_epoch / (tflops * TERA)
+        run = None if lower is None else lower * cfg.num_epoch
         rows[name] = {
             "memory_bytes": int(spec.memory_gib * GIB), "usable_bytes": int(budget),
             "fits": cuda_plan.peak_bytes <= budget, "max_batch_size": largest_batch(*lines[False], budget),
             "max_batch_size_checkpointed": largest_batch(*lines[True], budget), "peak_tflops": tflops,
-            "epoch_seconds_lower_bound": lower, "run_seconds_lower_bound": None if lower is None else lower * cfg.num_epoch,
-            "utilisation": ASSUMED_UTILISATION,
+            "epoch_seconds_lower_bound": lower, "run_seconds_lower_bound": run, "utilisation": ASSUMED_UTILISATION,
             "epoch_seconds_estimate": None if lower is None else lower / ASSUMED_UTILISATION,
-            "run_seconds_estimate": None if lower is None else lower * cfg.num_epoch / ASSUMED_UTILISATION,
+            "run_seconds_estimate": None if run is None else run / ASSUMED_UTILISATION,
         }
     return rows
 
