@@ -31,6 +31,14 @@ from processor.plan import (ASSUMED_UTILISATION, GIB, GPU_SPECS, TERA, TextShape
 from solver.build import build_optimizer  # noqa: E402
 
 
+def infer_gpu(device: torch.device) -> str | None:
+    """The GPU_SPECS name of ``device``: its model in the device name, the closest memory size among them."""
+    name = torch.cuda.get_device_name(device).replace(" ", "")
+    memory = torch.cuda.get_device_properties(device).total_memory / GIB
+    models = [key for key in GPU_SPECS if key.split("-")[0] in name]
+    return min(models, key=lambda key: abs(GPU_SPECS[key].memory_gib - memory)) if models else None
+
+
 def measured_batches(cfg, num_classes: int, device: torch.device, args: argparse.Namespace) -> list[dict]:
     """The synthetic batches over which the bench's worker takes its peak (same seed, same order)."""
     generator = torch.Generator().manual_seed(bench_train.SEED)
@@ -135,7 +143,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=1, help="timed steps of the bench")
     parser.add_argument("--warmup", type=int, default=0, help="untimed steps of the bench before them")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    parser.add_argument("--gpu", choices=sorted(GPU_SPECS), help="the GPU's spec for the time bounds (CUDA)")
+    parser.add_argument("--gpu", choices=sorted(GPU_SPECS), help="the GPU's spec for the time bounds (CUDA; default: from the device's name)")
     parser.add_argument("--tiny", action="store_true", help="tiny backbone (smoke test)")
     parser.add_argument("--out", type=Path, help="also write the markdown table to this file")
     return parser.parse_args(argv)
@@ -144,6 +152,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> str:
     args = parse_args(argv)
     device = resolve_device(args.device)
+    if device.type == "cuda" and args.gpu is None:
+        args.gpu = infer_gpu(device)
     load_before = os.getloadavg()[0]
     rows = [compare(recipe, size, args) for recipe in args.recipes for size in args.batch_sizes]
     machine = bench_train.machine_line(device, load_before, os.getloadavg()[0])
