@@ -28,7 +28,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
-from datasets.bases import get_benchmark
+from datasets.bases import DatasetError, dataset_files, get_benchmark
 from datasets.reader import read_benchmark
 from model.build import TrainingModel, build_model
 from solver.build import build_optimizer
@@ -121,13 +121,13 @@ def caption_lengths(cfg: Config) -> tuple[list[int], str, int | None, int | None
     """Positions per training caption (SOT..EOT, cut at text_length), where they come from, the training
     captions and identities (None without the dataset)."""
     try:
-        data = read_benchmark(cfg.dataset_name, cfg.root_dir, verify_images=False,
-                              annotation_file=cfg.annotation_file)
-    except Exception:  # noqa: BLE001 - any unreadable dataset: plan with the stated assumption
+        dataset_files(cfg.dataset_name, cfg.root_dir, cfg.annotation_file)
+    except DatasetError:  # no dataset here: plan with the stated assumption (a broken one fails below)
         low, high = ASSUMED_CAPTION_TOKENS
         return ([n + SPECIAL_TOKENS for n in range(low, high + 1)],
                 f"assumed: captions of {low}-{high} BPE tokens ({cfg.dataset_name} not readable under "
                 f"{cfg.root_dir})", None, None)
+    data = read_benchmark(cfg.dataset_name, cfg.root_dir, verify_images=False, annotation_file=cfg.annotation_file)
     tokenizer = get_tokenizer()
     lengths = [min(tokenizer.sequence_length(s.caption), cfg.text_length) for s in data.train]
     return lengths, f"{cfg.dataset_name} training captions ({len(lengths)})", len(lengths), data.num_classes

@@ -1,4 +1,5 @@
 """processor/plan.py and tools/plan_run.py: FLOPs and peak memory of a fake step against real steps (issue 17)."""
+import itertools
 import json
 import subprocess
 import sys
@@ -9,11 +10,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench.bench_train import TINY_NUM_CLASSES, bench_config, build_and_step, synthetic_batch, train_step
 from bench.memory import cpu_allocation_peak
+from datasets.reader import read_benchmark
 from model.build import build_model
 from processor import plan
 from tests.cli_checks import REPO, assert_one_error_line
 from tools import plan_run
 from utils.config import CONFIG_DIR
+from utils.tokenizer import get_tokenizer
 
 IRRA_SGIHA = str(CONFIG_DIR / "CUHK-PEDES" / "irra_sgiha.yaml")
 # The bench's tiny backbone as command-line overrides.
@@ -150,3 +153,21 @@ def test_memory_warning_names_the_fix():
 def test_wrong_commands_end_in_one_error_line(extra, names):
     command = [sys.executable, str(REPO / "tools" / "plan_run.py"), "--config_file", IRRA_SGIHA, *TINY_CLI, *extra]
     assert_one_error_line(subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=False), names)
+
+
+def test_expected_batch_max_matches_enumeration():
+    lengths, batch = [3, 5, 5, 9], 3
+    draws = list(itertools.product(lengths, repeat=batch))
+    assert plan.expected_batch_max(lengths, batch) == pytest.approx(sum(max(d) for d in draws) / len(draws))
+
+
+def test_text_lengths_and_epoch_come_from_the_dataset_when_present(toy_root):
+    report = plan_run.main(["--config_file", IRRA_SGIHA, *TINY_CLI, "--root_dir", str(toy_root), "--gpu",
+                            "H100-80GB", "--json"])
+    data = read_benchmark("CUHK-PEDES", toy_root, verify_images=False)
+    tokenizer = get_tokenizer()
+    longest = max(min(tokenizer.sequence_length(s.caption), 77) for s in data.train)
+    assert "training captions" in report["text_shapes"]["source"]
+    assert report["train_captions"] == len(data.train) and report["num_classes"] == data.num_classes
+    assert report["steps_per_epoch"] == -(-len(data.train) // 4)
+    assert report["text_shapes"]["caption_length"] <= longest

@@ -23,11 +23,11 @@ from processor.plan import GIB, GPU_SPECS, KINDS, plan_run  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.config import load_config  # noqa: E402
 
-HOUR = 3600.0
+MINUTE, HOUR = 60.0, 3600.0
 
 
-def _hours(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds / HOUR:.2f}"
+def _in(seconds: float | None, unit: float) -> str:
+    return "-" if seconds is None else f"{seconds / unit:.1f}"
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -45,13 +45,13 @@ def format_report(report: dict[str, Any]) -> str:
     ]
     if report["gpus"]:
         table = PrettyTable(["GPU", "usable GiB", "fits", "max batch", "max batch (checkpointed)",
-                             "epoch h (peak)", "run h (peak)",
-                             "epoch h (estimate)", "run h (estimate)"])
+                             "epoch min (peak)", "run h (peak)",
+                             "epoch min (estimate)", "run h (estimate)"])
         for name, row in report["gpus"].items():
             table.add_row([name, f"{row['usable_bytes'] / GIB:.1f}", "yes" if row["fits"] else "no",
                            row["max_batch_size"], row["max_batch_size_checkpointed"],
-                           _hours(row["epoch_seconds_lower_bound"]), _hours(row["run_seconds_lower_bound"]),
-                           _hours(row["epoch_seconds_estimate"]), _hours(row["run_seconds_estimate"])])
+                           _in(row["epoch_seconds_lower_bound"], MINUTE), _in(row["run_seconds_lower_bound"], HOUR),
+                           _in(row["epoch_seconds_estimate"], MINUTE), _in(row["run_seconds_estimate"], HOUR)])
         utilisation = next(iter(report["gpus"].values()))["utilisation"]
         lines += ["", f"GPUs (amp {report['gpu_amp']}; 'peak': a lower bound at the vendor's peak FLOP/s, "
                       f"'estimate': at {utilisation:.0%} of it; '-': precision not supported):", str(table)]
