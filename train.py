@@ -20,6 +20,7 @@ from datasets.toy import make_toy_dataset
 from model.build import build_model
 from processor.amp import build_grad_scaler, resolve_amp, resolve_device
 from processor.evaluator import chance_rank1
+from processor.plan import memory_warning
 from processor.trainer import TrainState, fit, last_epoch
 from solver import build_lr_scheduler, build_optimizer
 from solver.build import continue_schedule, scheduled_lrs
@@ -149,6 +150,10 @@ def build_training(cfg: Config, resume: Path | None, ckpt: dict[str, Any] | None
         logger.info("%s split: %d queries x %d gallery images, chance Rank-1 %.2f%%", name, len(eval_set.q_pids),
                     len(eval_set.g_pids), chance_rank1(eval_set.q_pids, eval_set.g_pids))
 
+    if device.type == "cuda" and rank == 0:
+        warning = memory_warning(cfg, data.num_classes, amp, world_size, torch.cuda.mem_get_info(device)[0])
+        if warning:
+            logger.warning(warning)
     model = build_model(cfg, data.num_classes, world_size, rank).to(device)
     optimizer = build_optimizer(cfg, model)
     scheduler = build_lr_scheduler(cfg, optimizer)

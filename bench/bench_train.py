@@ -58,7 +58,8 @@ TINY_NUM_CLASSES = 20
 # Issue 5's figures of the authors' release on this kind of CPU machine (fp32, batch 4, 384x128, Adam step):
 # recipe -> ((s/step low, s/step high), peak GiB).
 RELEASE = {"irra_sgiha": ((5.6, 5.7), 6.2), "clip_finetune_sgiha": ((3.9, 4.5), 5.3), "irra": ((4.1, 4.1), 5.2)}
-RELEASE_SETTING = {"batch_size": 4, "amp": "none", "device": "cpu", "grad_checkpoint": False, "tiny": False}
+RELEASE_SETTING = {"batch_size": 4, "amp": "none", "device": "cpu", "grad_checkpoint": False, "tiny": False,
+                   "compile": False}
 GIB = 2 ** 30
 RESULT_MARK = "BENCH_RESULT "  # prefix of the worker's JSON line on stdout
 
@@ -172,6 +173,8 @@ def measure_recipe(recipe: str, args: argparse.Namespace) -> dict:
     else:
         with cpu_allocation_peak() as cpu_memory:
             model, optimizer, scaler = build_and_step(cfg, num_classes, device, args.amp, MEMORY_STEPS, next_batch)
+    if args.compile:  # after the memory block: compiling is not part of a step
+        model = torch.compile(model)
     times, losses = [], {}
     for step in range(args.warmup + args.steps):
         batch = next_batch()
@@ -199,7 +202,7 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
     """The command-line options a worker subprocess needs to repeat this run's settings."""
     argv = ["--batch_size", str(args.batch_size), "--amp", args.amp, "--steps", str(args.steps),
             "--warmup", str(args.warmup), "--device", args.device]
-    return argv + ["--grad_checkpoint"] * args.grad_checkpoint + ["--tiny"] * args.tiny
+    return argv + ["--grad_checkpoint"] * args.grad_checkpoint + ["--tiny"] * args.tiny + ["--compile"] * args.compile
 
 
 def run_in_subprocess(recipe: str, args: argparse.Namespace) -> dict:
@@ -257,7 +260,8 @@ def format_table(results: list[dict], args: argparse.Namespace, machine: str) ->
     size = "tiny backbone (smoke test)" if args.tiny else "ViT-B/16, 384x128"
     lines = [
         machine, "",
-        f"Setting: {size}, batch {args.batch_size}, amp {args.amp}, activation checkpointing "
+        f"Setting: {size}, batch {args.batch_size}, amp {args.amp}, compile {'on' if args.compile else 'off'}, "
+        f"activation checkpointing "
         f"{'on' if args.grad_checkpoint else 'off'}, Adam step included; median of {args.steps} timed steps after "
         f"{args.warmup} warm-up step(s). Peak memory: {memory}. Process peak: VmHWM of the whole process.", "",
         "| recipe | losses | parameters | s/step | range (s) | samples/s | peak memory (GiB) | process peak (GiB) "
@@ -283,6 +287,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=4, help="training batch per step")
     parser.add_argument("--amp", choices=["none", "fp16", "bf16"], default="none", help="autocast precision")
     parser.add_argument("--grad_checkpoint", action="store_true", help="activation checkpointing (backbone, SG-IHA)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (warm-up steps compile it)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per recipe")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before them")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")

@@ -1,0 +1,173 @@
+"""processor/plan.py and tools/plan_run.py: FLOPs and peak memory of a fake step against real steps (issue 17)."""
+import itertools
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from bench.bench_train import TINY_NUM_CLASSES, bench_config, build_and_step, synthetic_batch, train_step
+from bench.memory import cpu_allocation_peak
+from datasets.reader import read_benchmark
+from model.build import build_model
+from processor import plan
+from tests.cli_checks import REPO, assert_one_error_line
+from tools import plan_run
+from utils.config import CONFIG_DIR
+from utils.tokenizer import get_tokenizer
+
+IRRA_SGIHA = str(CONFIG_DIR / "CUHK-PEDES" / "irra_sgiha.yaml")
+# The bench's tiny backbone as command-line overrides.
+TINY_CLI = ["--img_size", "[32, 16]", "--backbone.embed_dim", "32", "--backbone.vision_width", "32",
+            "--backbone.text_width", "32", "--backbone.vision_layers", "3", "--backbone.text_layers", "3",
+            "--backbone.vision_heads", "2", "--backbone.text_heads", "2", "--mlm.heads", "2", "--mlm.cmt_depth", "1",
+            "--sgiha.heads", "2", "--sgiha.layers", "[1, 2]", "--batch_size", "4", "--root_dir", "no_such_folder"]
+PEAK_TOLERANCE = 0.15  # issue 17: predicted CPU peak within 15% of the measured one
+FP32_BYTES = 4
+
+
+def tiny_cfg(recipe: str = "irra_sgiha", batch_size: int = 4):
+    return bench_config(recipe, batch_size, "none", False, tiny=True)
+
+
+def batches(cfg, count: int) -> list[dict[str, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(0)
+    return [synthetic_batch(cfg, TINY_NUM_CLASSES, generator) for _ in range(count)]
+
+
+@pytest.mark.parametrize("recipe", ["irra_sgiha", "clip_finetune"])
+def test_flops_equal_torchs_count_of_a_real_step(recipe):
+    cfg = tiny_cfg(recipe)
+    (batch,) = batches(cfg, 1)
+    torch.manual_seed(0)
+    model = build_model(cfg, TINY_NUM_CLASSES).train()
+    optimizer = torch.optim.Adam(model.parameters())
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    with FlopCounterMode(display=False) as counter:
+        train_step(model, batch, optimizer, scaler, torch.device("cpu"), "none")
+    planned = plan.plan_step(cfg, TINY_NUM_CLASSES, plan.batch_shapes(cfg, batch), "none")
+    assert planned.flops == counter.get_total_flops() > 0
+
+
+def test_planned_peak_is_within_tolerance_of_a_measured_cpu_step():
+    cfg = tiny_cfg(batch_size=8)
+    first, second = batches(cfg, 2)
+    queue = [first, second]
+    torch.manual_seed(0)
+    with cpu_allocation_peak() as measured:
+        build_and_step(cfg, TINY_NUM_CLASSES, torch.device("cpu"), "none", 2, lambda: queue.pop(0))
+    planned = plan.plan_step(cfg, TINY_NUM_CLASSES, plan.batch_shapes(cfg, second), "none")
+    assert abs(planned.peak_bytes / measured["peak_bytes"] - 1) <= PEAK_TOLERANCE, (planned, measured)
+
+
+def test_breakdown_counts_weights_and_adam_state_by_hand():
+    cfg = tiny_cfg()
+    (batch,) = batches(cfg, 1)
+    model = build_model(cfg, TINY_NUM_CLASSES)
+    weights = sum(p.numel() for p in model.parameters()) * FP32_BYTES
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    planned = plan.plan_step(cfg, TINY_NUM_CLASSES, plan.batch_shapes(cfg, batch), "none")
+    assert planned.breakdown["weights"] == weights
+    # Adam: exp_avg and exp_avg_sq per trainable parameter, plus one fp32 step counter each.
+    moments = 2 * sum(p.numel() for p in trainable) * FP32_BYTES
+    assert moments <= planned.breakdown["optimizer_state"] <= moments + len(trainable) * FP32_BYTES
+    assert 0 < planned.breakdown["gradients"] <= sum(p.numel() for p in trainable) * FP32_BYTES
+    assert planned.breakdown["batch"] == sum(v.numel() * v.element_size() for v in batch.values())
+    assert sum(planned.breakdown.values()) == planned.peak_bytes
+
+
+def test_memory_is_affine_in_the_batch_and_the_largest_batch_is_solved_from_two_plans():
+    cfg = tiny_cfg()
+    plans = [plan.plan_step(cfg, TINY_NUM_CLASSES, plan.worst_case_shapes(cfg, b), "none", batch_size=b)
+             for b in (4, 8, 12)]
+    slope, intercept = plan.affine_fit(plans[0], plans[2])
+    assert abs(slope * 8 + intercept - plans[1].peak_bytes) <= 0.02 * plans[1].peak_bytes
+    assert plan.largest_batch(10.0, 100.0, 205.0) == 10  # (205 - 100) / 10 = 10.5 samples
+    assert plan.largest_batch(10.0, 100.0, 99.0) == 0
+
+
+def test_checkpointing_lowers_the_planned_activations():
+    cfg = tiny_cfg(batch_size=16)
+    shapes = plan.worst_case_shapes(cfg, 16)
+    plain = plan.plan_step(cfg, TINY_NUM_CLASSES, shapes, "none", grad_checkpoint=False)
+    checkpointed = plan.plan_step(cfg, TINY_NUM_CLASSES, shapes, "none", grad_checkpoint=True)
+    assert checkpointed.peak_bytes < plain.peak_bytes
+    assert checkpointed.flops > plain.flops  # the recomputed forward
+
+
+def test_full_vit_b16_plans_under_fake_tensors_without_allocating():
+    cfg = bench_config("irra_sgiha", 64, "bf16", False, tiny=False)
+    with torch.device("meta"):
+        params = sum(p.numel() for p in build_model(cfg, 11_003).parameters())
+    with cpu_allocation_peak() as allocated:
+        planned = plan.plan_step(cfg, 11_003, plan.worst_case_shapes(cfg, 64), "bf16")
+    assert planned.breakdown["weights"] == params * FP32_BYTES
+    assert planned.peak_bytes > 3 * params * FP32_BYTES  # weights, Adam moments and some gradients
+    assert allocated["peak_bytes"] < 0.01 * planned.peak_bytes  # fake tensors: no real storage
+
+
+def test_json_plan_has_the_documented_schema(capsys):
+    report = plan_run.main(["--config_file", IRRA_SGIHA, *TINY_CLI, "--gpu", "A100-40GB", "V100-16GB", "--json"])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(json.dumps(report))
+    assert set(printed["breakdown"]) == set(plan.KINDS)
+    assert sum(printed["breakdown"].values()) == printed["peak_memory_bytes"]
+    assert printed["flops_per_epoch"] == printed["flops_per_step"] * printed["steps_per_epoch"]
+    a100 = printed["gpus"]["A100-40GB"]
+    for key in ("fits", "max_batch_size", "max_batch_size_checkpointed", "epoch_seconds_lower_bound",
+                "epoch_seconds_estimate", "run_seconds_lower_bound"):
+        assert key in a100
+    assert a100["fits"] and a100["max_batch_size_checkpointed"] >= a100["max_batch_size"] > 4
+    assert a100["epoch_seconds_lower_bound"] == pytest.approx(printed["flops_per_epoch"] / 312e12)
+    assert printed["gpu_amp"] == "fp16" and printed["gpus"]["V100-16GB"]["epoch_seconds_lower_bound"] is not None
+
+
+def test_bf16_on_a_gpu_without_bf16_has_no_time():
+    report = plan_run.main(["--config_file", IRRA_SGIHA, *TINY_CLI, "--amp", "bf16", "--gpu", "V100-32GB",
+                            "--device", "cpu", "--json"])
+    assert report["amp"] == "bf16" and report["gpus"]["V100-32GB"]["epoch_seconds_lower_bound"] is None
+
+
+def test_memory_warning_names_the_fix():
+    cfg = tiny_cfg(batch_size=16)
+    shapes = plan.worst_case_shapes(cfg, 16)
+    plain = plan.plan_step(cfg, TINY_NUM_CLASSES, shapes, "none", grad_checkpoint=False).peak_bytes
+    checkpointed = plan.plan_step(cfg, TINY_NUM_CLASSES, shapes, "none", grad_checkpoint=True).peak_bytes
+    assert plan.memory_warning(cfg, TINY_NUM_CLASSES, "none", 1, plain) is None
+    line = plan.memory_warning(cfg, TINY_NUM_CLASSES, "none", 1, (plain + checkpointed) // 2)
+    assert "set grad_checkpoint: true (planned" in line and "\n" not in line
+    smaller = plan.memory_warning(cfg, TINY_NUM_CLASSES, "none", 1, checkpointed - 1)
+    batch = int(smaller.split("batch_size ")[1].split()[0])
+    assert 0 < batch < 16
+    fitted = plan.plan_step(cfg, TINY_NUM_CLASSES, plan.worst_case_shapes(cfg, batch), "none", batch_size=batch,
+                            grad_checkpoint=True)
+    assert fitted.peak_bytes <= checkpointed - 1
+
+
+@pytest.mark.parametrize("extra, names", [
+    (["--gpu", "H100-80GB", "B200"], ["B200", "unknown GPU", "H100-80GB"]),
+    (["--dataset_name", "custom"], ["custom", "root_dir"]),
+])
+def test_wrong_commands_end_in_one_error_line(extra, names):
+    command = [sys.executable, str(REPO / "tools" / "plan_run.py"), "--config_file", IRRA_SGIHA, *TINY_CLI, *extra]
+    assert_one_error_line(subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=False), names)
+
+
+def test_expected_batch_max_matches_enumeration():
+    lengths, batch = [3, 5, 5, 9], 3
+    draws = list(itertools.product(lengths, repeat=batch))
+    assert plan.expected_batch_max(lengths, batch) == pytest.approx(sum(max(d) for d in draws) / len(draws))
+
+
+def test_text_lengths_and_epoch_come_from_the_dataset_when_present(toy_root):
+    report = plan_run.main(["--config_file", IRRA_SGIHA, *TINY_CLI, "--root_dir", str(toy_root), "--gpu",
+                            "H100-80GB", "--json"])
+    data = read_benchmark("CUHK-PEDES", toy_root, verify_images=False)
+    tokenizer = get_tokenizer()
+    longest = max(min(tokenizer.sequence_length(s.caption), 77) for s in data.train)
+    assert "training captions" in report["text_shapes"]["source"]
+    assert report["train_captions"] == len(data.train) and report["num_classes"] == data.num_classes
+    assert report["steps_per_epoch"] == -(-len(data.train) // 4)
+    assert report["text_shapes"]["caption_length"] <= longest
