@@ -115,6 +115,12 @@ def part_phrases(outfit: Outfit) -> dict[str, str]:
     return phrases
 
 
+def visible_phrases(outfit: Outfit, labels: np.ndarray) -> dict[str, str]:
+    """part_phrases of the parts with pixels in ``labels`` (a hat hides short hair; tiny images lose parts)."""
+    present = set(np.unique(labels).tolist())
+    return {part: phrase for part, phrase in part_phrases(outfit).items() if REGION_PARTS.index(part) + 1 in present}
+
+
 def caption(outfit: Outfit, rng: random.Random) -> str:
     """One description of ``outfit`` from varied templates; upper and lower garments are always named."""
     o = outfit
@@ -314,7 +320,7 @@ def make_toy_dataset(root_dir: str | Path, dataset_name: str, num_train_ids: int
                 path.parent.mkdir(parents=True, exist_ok=True)
                 img, labels = render_with_regions(outfit, tuple(image_size), rng)
                 img.save(path)
-                regions[path.relative_to(dataset_dir).as_posix()] = {"phrases": part_phrases(outfit),
+                regions[path.relative_to(dataset_dir).as_posix()] = {"phrases": visible_phrases(outfit, labels),
                                                                       "labels": encode_labels(labels)}
                 captions = [caption(outfit, rng) for _ in range(CAPTIONS_PER_IMAGE[dataset_name])]
                 records.append(_record(dataset_name, split, next_pid, rel, captions))
