@@ -99,16 +99,21 @@ def with_combined(maps: Tensor) -> Tensor:
     return torch.cat([maps, maps.mean(dim=1, keepdim=True)], dim=1)
 
 
+def _pixel_span(start: int, size: int, scale: float) -> slice:
+    """Pixels of the stored image under input pixels [start, start + size) (at least one)."""
+    low = int(start * scale)
+    return slice(low, max(int((start + size) * scale), low + 1))
+
+
 def patches_on_part(labels: np.ndarray, part: int, grid: tuple[int, int], patch_size: int, stride: int,
                     input_size: Sequence[int]) -> np.ndarray:
     """[rows * cols] bool: whether each patch's footprint holds a pixel labelled ``part`` in ``labels`` [H, W], an
     image that the evaluation transform resized to ``input_size`` (the tolerance of a patch-level pointer)."""
     scale_y, scale_x = labels.shape[0] / input_size[0], labels.shape[1] / input_size[1]
     on = labels == part
-    hits = [on[int(r * stride * scale_y):max(int((r * stride + patch_size) * scale_y), int(r * stride * scale_y) + 1),
-               int(c * stride * scale_x):max(int((c * stride + patch_size) * scale_x), int(c * stride * scale_x) + 1)
-               ].any() for r in range(grid[0]) for c in range(grid[1])]
-    return np.asarray(hits, dtype=bool)
+    rows = [_pixel_span(r * stride, patch_size, scale_y) for r in range(grid[0])]
+    cols = [_pixel_span(c * stride, patch_size, scale_x) for c in range(grid[1])]
+    return np.array([on[r, c].any() for r in rows for c in cols], dtype=bool)
 
 
 def pointing_hit(attention: np.ndarray, inside: np.ndarray) -> bool:

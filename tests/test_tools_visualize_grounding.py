@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from datasets.toy import REGION_PARTS, REGIONS_FILE, decode_labels
+from datasets.toy import REGION_PARTS, REGIONS_FILE
 from model.grounding import Question, patches_on_part
 from tests.cli_checks import REPO, assert_one_error_line
 from tools import visualize_grounding

@@ -56,7 +56,7 @@ DEFAULT_NUM = 4  # images drawn
 OUT_NAME = "grounding.png"
 HEAT_ALPHA = 0.55  # weight of the heat map over the image
 COLORMAP = "jet"
-LAYOUT = GridLayout(label_lines=2)  # phrase (or layer), then the peak's verdict
+LABEL_LINES = 2  # under each tile: the phrase (or layer), then its part (or the peak's verdict)
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
@@ -156,7 +156,7 @@ def draw(questions: list[Question], maps: torch.Tensor, images: list[Image.Image
             tiles.append(Tile(heat_overlay(images[q.image], qmap), f"{name}{verdict}"))
     captions = list(dict.fromkeys(q.caption for q in questions))
     header = "Where SG-IHA's masked phrase looks (cross-attention over patches)\n" + " | ".join(captions)
-    return draw_grid(header, tiles, GridLayout(label_lines=2, columns=len(names) + 1))
+    return draw_grid(header, tiles, GridLayout(label_lines=LABEL_LINES, columns=len(names) + 1))
 
 
 def main(argv: Sequence[str] | None = None) -> dict | None:
