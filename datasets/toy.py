@@ -4,6 +4,9 @@ Each identity has a fixed outfit (hair, upper garment, lower garment, shoes, opt
 colours that CLIP's BPE keeps as one token; its images jitter pose, scale, position, background and
 lighting. The files follow the chosen benchmark's exact layout and JSON (SPEC 2), so the real readers load
 them. Within a split no two identities share the (upper, lower) colour pair, so retrieval is learnable.
+The generator knows where it paints each garment: ``toy_regions.json`` beside the annotation records, per image,
+the phrase naming each part and a label map of the visible pixels of each part (the pointing game of
+tools/visualize_grounding.py).
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from datasets.bases import IMAGE_DIR, get_benchmark
+from datasets.bases import IMAGE_DIR, DatasetError, get_benchmark
 from utils.io import atomic_write_text
 
 # Named colours (one CLIP BPE token each) and their RGB values.
@@ -37,6 +40,10 @@ CAPTIONS_PER_IMAGE = {"CUHK-PEDES": 2, "ICFG-PEDES": 1, "RSTPReid": 2, "custom":
 # The custom layout (datasets/custom.py): <root_dir>/custom/annotations.json with images/ beside it.
 CUSTOM_ANNOTATION = "annotations.json"
 CUSTOM_IMAGE_DIR = "images"
+# Side file of garment regions, beside the annotation; its label maps number pixels by REGION_PARTS (0: other).
+REGIONS_FILE = "toy_regions.json"
+REGION_PARTS = ("hair", "upper", "lower", "shoes", "backpack", "bag", "hat")
+OTHER = 0  # background and skin
 
 # Body layout as fractions of the figure height (top to bottom) and of the image width.
 HEAD = (0.0, 0.13)
@@ -98,11 +105,27 @@ def _garment(colour: str, kind: str) -> str:
     return phrase if kind.endswith("s") else f"{_article(colour)} {phrase}"
 
 
+def part_phrases(outfit: Outfit) -> dict[str, str]:
+    """The phrase that names each visible part of ``outfit`` in its captions (without article), by part."""
+    o = outfit
+    phrases = {"hair": f"{'long' if o.long_hair else 'short'} {o.hair} hair", "upper": f"{o.upper} {o.upper_type}",
+               "lower": f"{o.lower} {o.lower_type}", "shoes": f"{o.shoes} {o.shoe_type}"}
+    if o.accessory != "none":
+        phrases[o.accessory] = f"{o.accessory_colour} {o.accessory}"
+    return phrases
+
+
+def visible_phrases(outfit: Outfit, labels: np.ndarray) -> dict[str, str]:
+    """part_phrases of the parts with pixels in ``labels`` (a hat hides short hair; tiny images lose parts)."""
+    present = set(np.unique(labels).tolist())
+    return {part: phrase for part, phrase in part_phrases(outfit).items() if REGION_PARTS.index(part) + 1 in present}
+
+
 def caption(outfit: Outfit, rng: random.Random) -> str:
     """One description of ``outfit`` from varied templates; upper and lower garments are always named."""
     o = outfit
     pron = {"man": "He", "woman": "She"}.get(o.subject, "The person")
-    hair = f"{'long' if o.long_hair else 'short'} {o.hair} hair"
+    hair = part_phrases(o)["hair"]
     upper, lower = _garment(o.upper, o.upper_type), _garment(o.lower, o.lower_type)
     shoes = f"{o.shoes} {o.shoe_type}"
     acc = {"none": "", "backpack": f"carries {_garment(o.accessory_colour, 'backpack')}",
@@ -155,11 +178,25 @@ def _background(size: tuple[int, int], rng: random.Random) -> Image.Image:
     return img
 
 
-def render(outfit: Outfit, size: tuple[int, int], rng: random.Random) -> Image.Image:
-    """One jittered picture of ``outfit`` at ``size`` (H, W)."""
+class _Painter:
+    """Paints shapes on the picture and, with the part's number, on a label map of the same size."""
+
+    def __init__(self, img: Image.Image):
+        self.draw = ImageDraw.Draw(img)
+        self.labels = Image.new("L", img.size, OTHER)
+        self.label_draw = ImageDraw.Draw(self.labels)
+
+    def shape(self, kind: str, xy, rgb: tuple[int, int, int], part: str | None, *args) -> None:
+        """``kind`` is an ImageDraw method (rectangle, polygon, ellipse, chord); ``part`` None paints OTHER."""
+        getattr(self.draw, kind)(xy, *args, fill=rgb)
+        getattr(self.label_draw, kind)(xy, *args, fill=REGION_PARTS.index(part) + 1 if part else OTHER)
+
+
+def render_with_regions(outfit: Outfit, size: tuple[int, int], rng: random.Random) -> tuple[Image.Image, np.ndarray]:
+    """One jittered picture of ``outfit`` at ``size`` (H, W) and its label map [H, W] (REGION_PARTS, 1-based)."""
     h, w = size
     img = _background(size, rng)
-    draw = ImageDraw.Draw(img)
+    paint = _Painter(img)
     fig_h = h * rng.uniform(*FIGURE_HEIGHT)
     top = rng.uniform(0, h - fig_h)
     cx = w / 2 + rng.uniform(-SHIFT_X, SHIFT_X) * w
@@ -167,9 +204,9 @@ def render(outfit: Outfit, size: tuple[int, int], rng: random.Random) -> Image.I
     def y(frac: float) -> float:
         return top + frac * fig_h
 
-    def box(x_half: float, y0: float, y1: float, colour: str | tuple, dx: float = 0.0) -> None:
+    def box(x_half: float, y0: float, y1: float, colour: str | tuple, part: str | None, dx: float = 0.0) -> None:
         rgb = _jitter(COLOURS[colour], rng) if isinstance(colour, str) else colour
-        draw.rectangle([cx + dx - x_half * w, y(y0), cx + dx + x_half * w, y(y1)], fill=rgb)
+        paint.shape("rectangle", [cx + dx - x_half * w, y(y0), cx + dx + x_half * w, y(y1)], rgb, part)
 
     o = outfit
     skin = _jitter(o.skin, rng)
@@ -177,44 +214,62 @@ def render(outfit: Outfit, size: tuple[int, int], rng: random.Random) -> Image.I
     spread = rng.uniform(*LEG_SPREAD)
     leg_off = LEG_WIDTH / 2 + spread / 2
     for side in (-1, 1):  # legs, then the garment over them, then shoes
-        box(LEG_WIDTH / 2, TORSO[1], LEGS_END, skin, side * leg_off * w)
+        box(LEG_WIDTH / 2, TORSO[1], LEGS_END, skin, None, side * leg_off * w)
         lower_end = SHORT_END if o.lower_type in SHORT_LOWER else LEGS_END
         if o.lower_type != "skirt":
-            box(LEG_WIDTH / 2, TORSO[1], lower_end, o.lower, side * leg_off * w)
-        box(LEG_WIDTH / 2 + spread / 4, LEGS_END, SHOES_END, o.shoes, side * leg_off * w)
+            box(LEG_WIDTH / 2, TORSO[1], lower_end, o.lower, "lower", side * leg_off * w)
+        box(LEG_WIDTH / 2 + spread / 4, LEGS_END, SHOES_END, o.shoes, "shoes", side * leg_off * w)
     if o.lower_type == "skirt":
         skirt = _jitter(COLOURS[o.lower], rng)
-        draw.polygon([(cx - torso_half * w, y(TORSO[1])), (cx + torso_half * w, y(TORSO[1])),
-                      (cx + (leg_off + LEG_WIDTH) * w, y(SHORT_END)), (cx - (leg_off + LEG_WIDTH) * w, y(SHORT_END))],
-                     fill=skirt)
+        paint.shape("polygon", [(cx - torso_half * w, y(TORSO[1])), (cx + torso_half * w, y(TORSO[1])),
+                                (cx + (leg_off + LEG_WIDTH) * w, y(SHORT_END)),
+                                (cx - (leg_off + LEG_WIDTH) * w, y(SHORT_END))], skirt, "lower")
     hair = _jitter(COLOURS[o.hair], rng)
     head = [cx - HEAD_WIDTH / 2 * w, y(HEAD[0]), cx + HEAD_WIDTH / 2 * w, y(HEAD[1])]
     if o.long_hair:  # behind the torso
-        draw.rectangle([head[0] - HAIR_MARGIN, y(HEAD[1] / 2), head[2] + HAIR_MARGIN, y(LONG_HAIR_END)], fill=hair)
+        paint.shape("rectangle", [head[0] - HAIR_MARGIN, y(HEAD[1] / 2), head[2] + HAIR_MARGIN, y(LONG_HAIR_END)],
+                    hair, "hair")
     if o.accessory == "backpack":
-        box(torso_half + ARM_WIDTH * BACKPACK_WIDTH, *BACKPACK, o.accessory_colour)
-    box(torso_half, TORSO[0], TORSO[1], o.upper)
+        box(torso_half + ARM_WIDTH * BACKPACK_WIDTH, *BACKPACK, o.accessory_colour, "backpack")
+    box(torso_half, TORSO[0], TORSO[1], o.upper, "upper")
     for side in (-1, 1):
         swing = rng.uniform(*ARM_SWING)
-        box(ARM_WIDTH / 2, TORSO[0] + swing, HAND[0] + swing, o.upper, side * arm_off * w)
-        box(ARM_WIDTH / 2, HAND[0] + swing, HAND[1] + swing, skin, side * arm_off * w)
+        box(ARM_WIDTH / 2, TORSO[0] + swing, HAND[0] + swing, o.upper, "upper", side * arm_off * w)
+        box(ARM_WIDTH / 2, HAND[0] + swing, HAND[1] + swing, skin, None, side * arm_off * w)
     if o.accessory == "bag":
         side = rng.choice((-1, 1))
-        box(ARM_WIDTH, *BAG, o.accessory_colour, side * (arm_off + ARM_WIDTH) * w)
-    draw.ellipse(head, fill=skin)
+        box(ARM_WIDTH, *BAG, o.accessory_colour, "bag", side * (arm_off + ARM_WIDTH) * w)
+    paint.shape("ellipse", head, skin, None)
     if o.accessory == "hat":
-        box(HEAD_WIDTH / 2 + HAT_BRIM, *HAT, o.accessory_colour)
+        box(HEAD_WIDTH / 2 + HAT_BRIM, *HAT, o.accessory_colour, "hat")
     else:
-        draw.chord(head, 180, 360, fill=hair)
-    return _light(img, rng)
+        paint.shape("chord", head, hair, "hair", 180, 360)
+    img, flipped = _light(img, rng)
+    labels = np.asarray(paint.labels, dtype=np.uint8)
+    return img, labels[:, ::-1].copy() if flipped else labels
 
 
-def _light(img: Image.Image, rng: random.Random) -> Image.Image:
-    """Global brightness change, a random flip and pixel noise."""
+def _light(img: Image.Image, rng: random.Random) -> tuple[Image.Image, bool]:
+    """Global brightness change, a random flip and pixel noise; also whether the picture was flipped."""
     pixels = np.asarray(img, dtype=np.float32) * rng.uniform(*LIGHTING)
     noise = np.random.default_rng(rng.getrandbits(32)).normal(0.0, PIXEL_NOISE, pixels.shape)
     out = Image.fromarray(np.clip(pixels + noise, 0, 255).astype(np.uint8))
-    return out.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < IMAGE_FLIP_PROB else out
+    flipped = rng.random() < IMAGE_FLIP_PROB
+    return (out.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if flipped else out), flipped
+
+
+def encode_labels(labels: np.ndarray) -> list[int]:
+    """Run-length code of a label map in row-major order: value, count, value, count, ..."""
+    flat = labels.ravel()
+    starts = np.flatnonzero(np.r_[True, flat[1:] != flat[:-1]])
+    counts = np.diff(np.r_[starts, flat.size])
+    return np.stack([flat[starts], counts], axis=1).ravel().tolist()
+
+
+def decode_labels(code: list[int], size: tuple[int, int]) -> np.ndarray:
+    """The label map [H, W] of encode_labels' code."""
+    pairs = np.asarray(code, dtype=np.int64).reshape(-1, 2)
+    return np.repeat(pairs[:, 0], pairs[:, 1]).astype(np.uint8).reshape(size)
 
 
 def _colour_pairs(rng: random.Random) -> list[tuple[str, str]]:
@@ -246,7 +301,7 @@ def _record(dataset_name: str, split: str, pid: int, rel: str, captions: list[st
 def make_toy_dataset(root_dir: str | Path, dataset_name: str, num_train_ids: int, num_val_ids: int,
                      num_test_ids: int, images_per_id: int, image_size: tuple[int, int] | list[int],
                      seed: int) -> Path:
-    """Write ``<root_dir>/<dataset_name>/`` (imgs/ and the annotation JSON); return that folder.
+    """Write ``<root_dir>/<dataset_name>/`` (imgs/, the annotation JSON and REGIONS_FILE); return that folder.
 
     Splits the benchmark lacks are skipped (ICFG-PEDES has no val split, SPEC 2). ``custom`` writes the generic
     format of datasets/custom.py: ``annotations.json`` with image paths relative to its folder.
@@ -256,17 +311,37 @@ def make_toy_dataset(root_dir: str | Path, dataset_name: str, num_train_ids: int
     dataset_dir = Path(root_dir) / dataset_name
     sizes = {"train": num_train_ids, "val": num_val_ids, "test": num_test_ids}
     sizes = {split: n for split, n in sizes.items() if split in bench.splits}
-    records, next_pid = [], 1  # benchmark ids are 1-based
+    records, regions, next_pid = [], {}, 1  # benchmark ids are 1-based
     for split, n in sizes.items():
         for outfit in make_outfits(n, _colour_pairs(rng), rng):
             for k in range(images_per_id):
                 rel = _relative_path(dataset_name, split, next_pid, k)
                 path = dataset_dir / (rel if dataset_name == "custom" else Path(IMAGE_DIR) / rel)
                 path.parent.mkdir(parents=True, exist_ok=True)
-                render(outfit, tuple(image_size), rng).save(path)
+                img, labels = render_with_regions(outfit, tuple(image_size), rng)
+                img.save(path)
+                regions[path.relative_to(dataset_dir).as_posix()] = {"phrases": visible_phrases(outfit, labels),
+                                                                      "labels": encode_labels(labels)}
                 captions = [caption(outfit, rng) for _ in range(CAPTIONS_PER_IMAGE[dataset_name])]
                 records.append(_record(dataset_name, split, next_pid, rel, captions))
             next_pid += 1
     annotation = CUSTOM_ANNOTATION if dataset_name == "custom" else bench.annotation_files[0]
+    atomic_write_text(dataset_dir / REGIONS_FILE, json.dumps(
+        {"parts": list(REGION_PARTS), "image_size": list(image_size), "images": regions}))
     atomic_write_text(dataset_dir / annotation, json.dumps(records, indent=1))
     return dataset_dir
+
+
+def read_regions(dataset_dir: str | Path) -> dict | None:
+    """The toy dataset's REGIONS_FILE in ``dataset_dir`` (None when absent: not a toy dataset)."""
+    path = Path(dataset_dir) / REGIONS_FILE
+    if not path.is_file():
+        return None
+    try:
+        regions = json.loads(path.read_text(encoding="utf-8"))
+        if list(regions["parts"]) != list(REGION_PARTS) or not isinstance(regions["images"], dict):
+            raise ValueError(f"parts must be {list(REGION_PARTS)}")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DatasetError(f"{path}: not a region file of this generator ({exc}); regenerate the toy "
+                           f"dataset") from exc
+    return regions

@@ -42,10 +42,21 @@ class CrossAttention(nn.Module):
         self.kv = nn.Linear(vision_width, 2 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, text: Tensor, patches: Tensor) -> Tensor:
+    def _heads(self, text: Tensor, patches: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-head queries [B, h, L, d/h], keys and values [B, h, N, d/h]."""
         q = split_heads(self.q(self.norm_q(text)), self.heads)
         k, v = (split_heads(t, self.heads) for t in self.kv(self.norm_kv(patches)).chunk(2, dim=-1))
+        return q, k, v
+
+    def forward(self, text: Tensor, patches: Tensor) -> Tensor:
+        q, k, v = self._heads(text, patches)
         return self.proj(merge_heads(F.scaled_dot_product_attention(q, k, v)))
+
+    def attention(self, text: Tensor, patches: Tensor) -> Tensor:
+        """The attention probabilities forward applies, [B, heads, L, N] (for grounding maps; training never calls
+        it): softmax over patches of q.k / sqrt(d/h), scaled_dot_product_attention's default scale."""
+        q, k, _ = self._heads(text, patches)
+        return torch.softmax(q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5, dim=-1)
 
 
 class MaskedSelfAttention(nn.Module):

@@ -147,3 +147,20 @@ def test_full_size_parameter_count_matches_spec_6_3():
         head = SGIHAHead(load_config(None, {}))
     assert sum(p.numel() for p in head.blocks[0].parameters()) == per_block
     assert sum(p.numel() for p in head.parameters()) == 6 * per_block + norm + _linear(d, d)
+
+
+def test_attention_probabilities_are_the_ones_forward_applies():
+    """CrossAttention.attention (grounding maps): its probabilities times the values, merged and projected, give
+    forward's output; each row is a distribution over the patches."""
+    from model.transformer import merge_heads, split_heads
+
+    torch.manual_seed(0)
+    cfg = tiny_cfg(loss_names="sdm+id+aqa")
+    cross = SGIHAHead(cfg).blocks[0].cross
+    text = torch.randn(3, 7, cfg.backbone.text_width)
+    patches = torch.randn(3, 11, cfg.backbone.vision_width)
+    probs = cross.attention(text, patches)
+    assert probs.shape == (3, cfg.sgiha.heads, 7, 11)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(3, cfg.sgiha.heads, 7))
+    values = split_heads(cross.kv(cross.norm_kv(patches)).chunk(2, dim=-1)[1], cfg.sgiha.heads)
+    torch.testing.assert_close(cross.proj(merge_heads(probs @ values)), cross(text, patches), atol=1e-6, rtol=1e-5)

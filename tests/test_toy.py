@@ -1,12 +1,15 @@
 """Toy dataset: CLI + readers for every format, determinism, and that identities are distinguishable."""
 import json
+import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from datasets import read_benchmark
-from datasets.toy import COLOURS, HAIR_COLOURS
+from datasets.toy import (COLOURS, HAIR_COLOURS, LIGHTING, REGION_PARTS, decode_labels, encode_labels, make_outfits,
+                          part_phrases, read_regions, render_with_regions, visible_phrases)
 from tests.conftest import TOY_SIZES
 from tools.make_toy_dataset import main as make_toy_cli
 
@@ -88,3 +91,40 @@ def test_identities_are_recognisable_from_pictures(tmp_path):
     np.fill_diagonal(dist, np.inf)
     rank1 = (pids[dist.argmin(1)] == pids).mean()
     assert rank1 >= 0.5, rank1  # chance is 2 / 119
+
+
+def test_region_labels_round_trip():
+    labels = np.array([[0, 0, 3], [3, 3, 1]], dtype=np.uint8)
+    code = encode_labels(labels)
+    assert code == [0, 2, 3, 3, 1, 1]  # value, run length, ... in row-major order (by hand)
+    assert np.array_equal(decode_labels(code, labels.shape), labels)
+
+
+def _nearest_colour(rgb: np.ndarray) -> str:
+    """The named colour closest to ``rgb`` under any global brightness of the generator's lighting range."""
+    factors = np.linspace(*LIGHTING, 10)
+    return min(COLOURS, key=lambda c: min(np.abs(np.array(COLOURS[c]) * f - rgb).sum() for f in factors))
+
+
+def test_regions_mark_the_pixels_painted_in_each_part_colour():
+    """Each part's labelled pixels have the colour its phrase names (an independent check from the pixels)."""
+    rng = random.Random(7)
+    for outfit in make_outfits(12, [("red", "blue"), ("green", "white"), ("black", "yellow")], rng):
+        img, labels = render_with_regions(outfit, (128, 48), rng)
+        pixels = np.asarray(img, dtype=np.float32)
+        visible = visible_phrases(outfit, labels)
+        hidden_hair = outfit.accessory == "hat" and not outfit.long_hair  # the hat is drawn instead of short hair
+        assert set(part_phrases(outfit)) - set(visible) == ({"hair"} if hidden_hair else set())
+        for part, phrase in visible.items():
+            on = labels == REGION_PARTS.index(part) + 1
+            colour = next(w for w in phrase.split() if w in COLOURS)
+            assert _nearest_colour(np.median(pixels[on], axis=0)) == colour, (part, phrase)
+
+
+def test_regions_file_covers_every_image(toy_root):
+    for name in FILES:
+        regions = read_regions(toy_root / name)
+        data = read_benchmark(name, toy_root)
+        paths = [s.img_path for s in data.train] + [p for split in data.eval_splits.values() for p in split.img_paths]
+        keys = {Path(p).relative_to(toy_root / name).as_posix() for p in paths}
+        assert keys == set(regions["images"])

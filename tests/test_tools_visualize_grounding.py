@@ -1,0 +1,109 @@
+"""tools/visualize_grounding.py: the pointing game's scoring, the toy and real-data pictures, and wrong commands."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from datasets.toy import REGION_PARTS, REGIONS_FILE
+from model.grounding import Question, patches_on_part
+from tests.cli_checks import REPO, assert_one_error_line
+from tools import visualize_grounding
+from utils.config import load_config
+from utils.visualize import GridLayout
+
+TOOL = str(REPO / "tools" / "visualize_grounding.py")
+
+
+def test_patches_on_part_by_hand():
+    labels = np.zeros((8, 4), dtype=np.uint8)  # an image twice the input size (4 x 2), 2 x 2 patches of 2 px
+    labels[5, 3] = 2  # one pixel of part 2, in the input's patch (row 1, col 1)
+    on = patches_on_part(labels, 2, grid=(2, 1), patch_size=2, stride=2, input_size=(4, 2))
+    assert on.tolist() == [False, True]
+    overlapping = patches_on_part(labels, 2, grid=(3, 1), patch_size=2, stride=1, input_size=(4, 2))
+    assert overlapping.tolist() == [False, True, True]  # rows 1-2 and 2-3 of the input hold input row 2
+
+
+def test_pointing_game_counts_peaks_on_the_part():
+    cfg = load_config(None, {"img_size": [4, 4], "stride_size": 2, "backbone.patch_size": 2})
+    labels = np.zeros((4, 4), dtype=np.uint8)
+    labels[:2, :2] = REGION_PARTS.index("upper") + 1  # the top-left patch of 4
+    questions = [Question(0, "c", "p", "upper"), Question(0, "c", "p", "upper")]
+    maps = torch.zeros(2, 2, 2, 2)
+    maps[0, -1, 0, 0] = 1.0  # combined map peaks on the part
+    maps[1, -1, 1, 1] = 1.0  # off the part
+    scores, hits = visualize_grounding.pointing_game(maps, questions, [labels], cfg, (2, 2))
+    assert hits == [True, False]
+    assert scores["pointing_accuracy"] == 0.5 and scores["chance"] == 0.25
+    assert scores["per_type"] == {"upper": {"accuracy": 0.5, "chance": 0.25, "count": 2}}
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, TOOL, *args], capture_output=True, text=True, cwd=REPO)
+
+
+def _expected_questions(cfg) -> int:
+    """Caption mentions of each image's visible parts, counted from the annotation and the region file."""
+    folder = Path(cfg.root_dir) / cfg.dataset_name
+    regions = json.loads((folder / REGIONS_FILE).read_text())["images"]
+    records = json.loads((folder / "reid_raw.json").read_text())
+    return sum(sum(phrase in c.lower() for c in r["captions"] for phrase in regions[f"imgs/{r['file_path']}"]["phrases"]
+                   .values()) for r in records if r["split"] == "test")
+
+
+def test_toy_run_scores_and_draws(demo_run, tmp_path):
+    config = demo_run / "configs.yaml"
+    out = tmp_path / "maps.png"
+    result = _run("--config_file", str(config), "--json", "--num", "2", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    scores = json.loads(result.stdout)
+    assert set(scores) == {"pointing_accuracy", "chance", "per_type"}
+    assert 0.0 <= scores["pointing_accuracy"] <= 1.0 and 0.0 < scores["chance"] < 1.0
+    assert set(scores["per_type"]) <= set(REGION_PARTS)
+    cfg = load_config(config)
+    assert sum(s["count"] for s in scores["per_type"].values()) == _expected_questions(cfg)
+    with Image.open(out) as img:  # one row per drawn phrase: the image, each tapped layer, the combined map
+        columns = len(cfg.sgiha.layers) + 2
+        assert img.size[0] == GridLayout(label_lines=2, columns=columns).canvas_size(columns)[0]
+
+
+def test_real_data_and_a_custom_caption_get_pictures_only(demo_run, tmp_path):
+    cfg = load_config(demo_run / "configs.yaml")
+    root = tmp_path / "real"
+    shutil.copytree(Path(cfg.root_dir), root)
+    (root / cfg.dataset_name / REGIONS_FILE).unlink()  # real data: no regions
+    base = ["--config_file", str(demo_run / "configs.yaml"), "--root_dir", str(root)]
+    drawn = _run(*base, "--out", str(tmp_path / "real.png"))
+    assert drawn.returncode == 0 and (tmp_path / "real.png").is_file() and drawn.stdout == "", drawn.stderr[-2000:]
+    assert_one_error_line(_run(*base, "--json", "--out", str(tmp_path / "x.png")), ["--json", REGIONS_FILE])
+    assert not (tmp_path / "x.png").exists()
+    image = next((root / cfg.dataset_name / "imgs").rglob("*.png"))
+    custom = _run(*base, "--caption", "A man in a red coat and blue jeans.", "--image", str(image),
+                  "--out", str(tmp_path / "custom.png"))
+    assert custom.returncode == 0 and (tmp_path / "custom.png").is_file(), custom.stderr[-2000:]
+
+
+@pytest.mark.parametrize("args, names", [
+    (["--caption", "a red coat"], ["--caption", "--image"]),
+    (["--num", "0"], ["--num"]),
+    (["--split", "nosuch"], ["nosuch"]),
+])
+def test_wrong_commands_end_in_one_line(demo_run, args, names):
+    assert_one_error_line(_run("--config_file", str(demo_run / "configs.yaml"), *args), names)
+
+
+def test_a_run_without_sgiha_is_refused(tmp_path, demo_run):
+    cfg = load_config(demo_run / "configs.yaml")
+    state = torch.load(demo_run / "best.pth", weights_only=False)
+    state["model"] = {k: v for k, v in state["model"].items() if not k.startswith("sgiha.")}
+    torch.save(state, tmp_path / "plain.pth")
+    result = _run("--config_file", str(demo_run / "configs.yaml"), "--checkpoint", str(tmp_path / "plain.pth"))
+    assert_one_error_line(result, ["plain.pth", "aqa"])
+    assert cfg.losses  # the run itself is intact
