@@ -23,7 +23,7 @@ from utils.config import load_config
 from utils.seed import set_seed
 
 BATCH = 16
-STEPS = 100  # optimizer steps over the two fixed batches
+STEPS = 200  # optimizer steps over the two fixed batches (seeds 0-2 end at AQA 0.10-0.48, chance 5.55)
 LOSS_FRACTION = 0.5  # final loss at most this fraction of chance (AQA) or of the first value (SDM)
 MIN_ACC_OVER_CHANCE = 4.0  # final AQA accuracy at least this many times 1/B
 # docs/demo.md: with the demo's lr_factor 5 (SG-IHA at 1e-2 from scratch) AQA ends at chance on this test.
@@ -88,6 +88,7 @@ def _uninformative_head(model: torch.nn.Module) -> None:
     model.sgiha.register_forward_hook(lambda module, args, out: out.mean(0, keepdim=True).expand_as(out))
 
 
+@pytest.mark.slow
 def test_the_check_fails_when_the_head_cannot_answer(learning_toy, tmp_path):
     failures = learning_failures(_train(learning_toy, tmp_path, _uninformative_head))
     assert any(f.startswith("aqa loss") for f in failures), failures
