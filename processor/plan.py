@@ -13,13 +13,15 @@ bench/gpu_suite.sh.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import itertools
 import math
 import weakref
 from collections import Counter
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -216,6 +218,20 @@ class _LiveStorages(TorchDispatchMode):
         return out
 
 
+@contextlib.contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Python's cycle collector paused: storages held in reference cycles are freed when it happens to run, which
+    depends on what the process did before, so a peak counted with it running would depend on history (issue 20)."""
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _fake_batch(cfg: Config, batch_size: int, num_classes: int) -> dict[str, Tensor]:
     """A batch of the shapes and dtypes the loader gives (values do not matter to a fake step)."""
     height, width = cfg.img_size
@@ -291,7 +307,7 @@ def plan_step(cfg: Config, num_classes: int, shapes: TextShapes, amp: str, batch
         batch = _fake_batch(cfg, size, num_classes)
         for value in batch.values():
             tracker.add(value, "batch")
-        with tracker, FlopCounterMode(display=False) as counter:
+        with tracker, FlopCounterMode(display=False) as counter, _no_cycle_collection():
             grads = _step(model, optimizer, batch, amp, tracker)
     breakdown = dict.fromkeys(KINDS, 0)
     for serial, (nbytes, kind) in tracker.alive_at_peak().items():

@@ -30,7 +30,12 @@ from utils.config import CONFIG_DIR
 
 pytestmark = pytest.mark.slow  # processes started per test (see pytest.ini)
 
-REL_TOL = 1e-5  # float32 summation order aside, the weights of N processes and of one are the same
+# float32 summation order aside, the weights of N processes and of one are the same. That noise grows with the
+# steps and with the batch's draw: measured at most 1.0e-5 (identity sampler, step 16) and 6.6e-6 (random) for the
+# position-keyed draws, while the batches themselves are bit-identical (tests/test_datasets_loaders.py) and the
+# gathered losses give the single-process gradients to 1e-12 in float64 (test above).
+REL_TOL = 5e-5
+LOGGED_REL_TOL = 1e-4  # logged epoch means: a loss amplifies the weights' noise (AQA 3.6e-5 measured)
 # SPEC 7's Adam epsilon. The demo's 1e-8 turns float32 noise into whole steps for the parameters whose true
 # gradient is zero (attention key biases: softmax ignores them), as it does between any two summation orders.
 SPEC_EPS = ["--adam_eps", "1e-3"]
@@ -154,7 +159,7 @@ def _assert_rows_close(a: dict, b: dict) -> None:
         if isinstance(value, dict):
             _assert_rows_close(value, b[key])
         else:
-            assert value == pytest.approx(b[key], rel=REL_TOL, abs=1e-6), key
+            assert value == pytest.approx(b[key], rel=LOGGED_REL_TOL, abs=1e-6), key
 
 
 @pytest.mark.parametrize("sampler", ["random", "identity"])
@@ -205,9 +210,9 @@ def _sync_worker(rank: int, world_size: int, port: int, toy_root: str, out: str,
     drawn: list[int] = []  # training samples read since the last step (num_workers 0: in this process)
     steps: list[dict] = []
 
-    def recorded_item(self, index: int):
-        drawn.append(index)
-        return original_item(self, index)
+    def recorded_item(self, key):
+        drawn.append(key.index)
+        return original_item(self, key)
 
     def checked_step(loss, optimizer, scaler):
         original_step(loss, optimizer, scaler)
@@ -295,7 +300,7 @@ def _evaluate_splits(world_size: int, rank: int) -> list:
 
     torch.manual_seed(0)
     model = _TinyEncoder()
-    return [evaluate(model, _tiny_split(g, q, world_size, rank), torch.device("cpu"), torch.no_grad, 8, rank=rank) for g, q in EMPTY_SHARE_SPLITS]
+    return [evaluate(model, _tiny_split(g, q, world_size, rank), torch.device("cpu"), "none", 8, rank=rank) for g, q in EMPTY_SHARE_SPLITS]
 
 
 def _evaluate_worker(rank: int, world_size: int, port: int, out: str) -> None:

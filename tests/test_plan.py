@@ -171,3 +171,13 @@ def test_text_lengths_and_epoch_come_from_the_dataset_when_present(toy_root):
     assert report["train_captions"] == len(data.train) and report["num_classes"] == data.num_classes
     assert report["steps_per_epoch"] == -(-len(data.train) // 4)
     assert report["text_shapes"]["caption_length"] <= longest
+
+
+def test_a_plan_does_not_depend_on_what_ran_before():
+    """Storages held in reference cycles (activation checkpointing makes some) are freed whenever Python's cycle
+    collector runs; the planned peak must not depend on when that is (issue 20: measurements by history)."""
+    cfg = tiny_cfg(batch_size=16)
+    shapes = plan.worst_case_shapes(cfg, 16)
+    peaks = [plan.plan_step(cfg, TINY_NUM_CLASSES, shapes, "none", grad_checkpoint=True).peak_bytes
+             for _ in range(3)]
+    assert peaks[0] == peaks[1] == peaks[2]
