@@ -188,11 +188,6 @@ def parse_json_list(data: bytes, path: Path) -> list[dict]:
     return parsed
 
 
-def read_json_list(path: Path) -> list[dict]:
-    """The records of a JSON annotation file."""
-    return parse_json_list(read_json_bytes(path), path)
-
-
 def read_annotation(path: Path) -> Annotation:
     """The annotation's records and the hash of its bytes."""
     data = read_json_bytes(path)

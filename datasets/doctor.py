@@ -24,13 +24,13 @@ from datasets.phrase_cache import attach_phrases
 from datasets.phrases import check_backend
 from datasets.reader import split_counts, statistics_table
 from datasets.train_dataset import load_image
+from utils.config import load_config
 from utils.tokenizer import DEFAULT_CONTEXT_LENGTH, get_tokenizer
 
 ERROR, WARNING = "error", "warning"
 SHOWN_EXAMPLES = 5  # records quoted per finding (the count is always complete)
 MAX_WORKERS = 8  # default decoding threads: this many, or fewer when the machine has fewer cores
 SPECIAL_TOKENS = 2  # SOT and EOT around a caption's BPE tokens (SPEC 4)
-MIN_WORD_LEN = 3  # SPEC 6.1 step 2 (sgiha.min_word_len): shortest word of a phrase AQA may mask
 CAPTION_SHOWN = 60  # characters of a long caption quoted in an example
 
 # Finding codes.
@@ -277,8 +277,13 @@ def phrase_findings(files: DatasetFiles, annotation: Annotation, records: Sequen
 
 def diagnose(name: str, root_dir: str | os.PathLike, annotation_file: str | None = None,
              text_length: int = DEFAULT_CONTEXT_LENGTH, phrase_backend: str = "pattern",
-             min_word_len: int = MIN_WORD_LEN, workers: int | None = None) -> Report:
-    """Check dataset ``name`` under ``root_dir``; a missing folder or annotation file raises DatasetError."""
+             min_word_len: int | None = None, workers: int | None = None) -> Report:
+    """Check dataset ``name`` under ``root_dir``; a missing folder or annotation file raises DatasetError.
+
+    ``min_word_len`` (SPEC 6.1 step 2) defaults to the configs' ``sgiha.min_word_len``.
+    """
+    if min_word_len is None:
+        min_word_len = load_config().sgiha.min_word_len
     files = dataset_files(name, root_dir, annotation_file)
     check_backend(phrase_backend)  # before decoding thousands of images
     bench = get_benchmark(name)

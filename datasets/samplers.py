@@ -20,12 +20,12 @@ import torch
 from torch.utils.data import Sampler
 
 from datasets.bases import DatasetError
+from utils.config_rules import MIN_BATCH
 from utils.distributed import shard_bounds
 from utils.seed import generator
 
 logger = logging.getLogger(__name__)
 
-MIN_CONTRASTIVE_BATCH = 2  # SDM and AQA contrast a sample with the others of its batch: at least two samples
 ORDER_STREAM = 0  # generator(seed, epoch, ORDER_STREAM) draws an epoch's order; sample streams use other keys
 
 Batch = list[list[int]]  # a global batch: groups of sample indices
@@ -74,11 +74,11 @@ class GlobalBatchSampler(Sampler[list[SampleKey]], ABC):
             return batches
         if self.drop_last:
             return batches[:-1]
-        if size >= MIN_CONTRASTIVE_BATCH and len(last) >= self.world_size:
+        if size >= MIN_BATCH and len(last) >= self.world_size:
             return batches
         if len(batches) == 1:
             raise DatasetError(f"the training split gives one batch of {size} sample(s) in {len(last)} group(s): "
-                               f"training needs at least {MIN_CONTRASTIVE_BATCH} samples and one group per "
+                               f"training needs at least {MIN_BATCH} samples and one group per "
                                f"process ({self.world_size})")
         if not self._merge_logged and self.rank == 0:
             logger.info("the last batch of epoch %d would hold %d sample(s) (%d group(s), %d process(es)): merged "

@@ -16,7 +16,8 @@ from model.shard import LOCAL, BatchShard
 BACKBONE_PREFIX = "backbone."
 # Batch entries each loss reads, besides images, caption_ids and pids.
 LOSS_INPUTS = {"mlm": ("mlm_ids", "mlm_labels"), "aqa": ("question_ids", "question_mask", "answer_ids")}
-WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # added by DistributedDataParallel / torch.compile
+WRAPPER_ATTRS = ("module", "_orig_mod")  # the wrapped module of DistributedDataParallel / torch.compile
+WRAPPER_PREFIXES = tuple(f"{attr}." for attr in WRAPPER_ATTRS)  # what they add to state-dict keys
 
 
 def _accuracy(scores: Tensor, targets: Tensor, shard: BatchShard = LOCAL, global_count: int | None = None) -> Tensor:
@@ -187,7 +188,17 @@ def build_retrieval_model(cfg) -> CLIP:
     return CLIP.from_config(cfg)
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under any DistributedDataParallel / torch.compile wrappers, in either order."""
+    while True:
+        inner = next((model._modules[attr] for attr in WRAPPER_ATTRS if attr in model._modules), None)
+        if inner is None:
+            return model
+        model = inner
+
+
 def _strip_wrappers(key: str) -> str:
+    """A state-dict key without the prefixes those wrappers add."""
     while key.startswith(WRAPPER_PREFIXES):
         key = key.split(".", 1)[1]
     return key

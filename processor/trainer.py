@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from model.build import unwrap
 from processor.amp import autocast, backward_step
 from processor.evaluator import evaluate, format_table
 from utils.checkpoint import save_checkpoint
@@ -40,12 +41,6 @@ class TrainState:
     best_epoch: int = 0                 # epoch of best.pth
     best_score: float = -1.0            # Rank-1 of cfg.select_on at best_epoch
     history: list[dict[str, Any]] = field(default_factory=list)   # the rows of metrics.jsonl
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module under DistributedDataParallel / torch.compile wrappers."""
-    model = getattr(model, "module", model)
-    return getattr(model, "_orig_mod", model)
 
 
 def _step_stats(outputs: dict[str, torch.Tensor], loss: torch.Tensor) -> dict[str, float]:

@@ -9,6 +9,8 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from utils.config import CHOICES
+
 logger = logging.getLogger(__name__)
 
 # Module-name prefixes of the training model (matched by prefix, never by substring).
@@ -16,7 +18,6 @@ IRRA_BRANCH = ("cross_attn.", "cross_modal_transformer.")  # SPEC 7: lr x lr_fac
 HEADS = ("classifier.", "mlm_head.")                        # SPEC 7: ID classifier and MLM head, lr x lr_factor
 SGIHA = ("sgiha.",)                                         # SPEC 7: every SG-IHA parameter, lr x lr_factor
 
-OPTIMIZERS = ("Adam", "AdamW", "SGD")
 
 
 def param_lr_and_decay(cfg, name: str) -> tuple[float, float]:
@@ -65,7 +66,7 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
         return cls(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps, fused=cfg.fused_optimizer)
     if cfg.optimizer == "SGD":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
-    raise ValueError(f"optimizer = {cfg.optimizer!r} is not valid; choose one of {list(OPTIMIZERS)}")
+    raise ValueError(f"optimizer = {cfg.optimizer!r} is not valid; choose one of {list(CHOICES['optimizer'])}")
 
 
 def warmup_factor(cfg, k: int) -> float:

@@ -4,8 +4,7 @@ from collections import Counter
 import pytest
 import torch
 
-from processor.evaluator import chance_rank1
-from utils.metrics import retrieval_metrics
+from utils.metrics import chance_rank1, retrieval_metrics
 
 # Identities as benchmarks or users may number them: huge, negative, far apart.
 ODD_IDS = torch.tensor([10**12, -7, 0, 2**40 + 3, -(10**15), 5, 987654321012, -1, 10**12 + 1])

@@ -7,7 +7,7 @@ group can read checkpoints, results and phrase copies (a bare temporary file wou
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,6 +18,7 @@ from utils.errors import UserError
 
 FILE_MODE = 0o666  # what open() asks for; the umask removes the bits the user does not want
 TEMP_SUFFIX = ".tmp"  # temporary files are .<name>.<random>.tmp beside their target
+TEMP_TOKEN_BYTES = 4  # random bytes in a temporary file's name (8 hex digits)
 
 
 class OutputFolderError(UserError, NotADirectoryError):
@@ -35,10 +36,16 @@ def check_output_folder(folder: str | os.PathLike, option: str) -> None:
             raise OutputFolderError(f"{option}: {part} is a file, not a folder; choose another folder")
 
 
-def _umask() -> int:
-    mask = os.umask(0)  # reading the umask means setting it: put it straight back
-    os.umask(mask)
-    return mask
+def _new_temporary(folder: Path, name: str) -> Path:
+    """An empty file ``.<name>.<random>.tmp`` in ``folder``, created with FILE_MODE so that the kernel applies the
+    umask (the process-wide umask is never changed, so other threads are unaffected)."""
+    while True:
+        tmp = folder / f".{name}.{secrets.token_hex(TEMP_TOKEN_BYTES)}{TEMP_SUFFIX}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+            return tmp
+        except FileExistsError:
+            continue
 
 
 def _atomic_write(path: str | os.PathLike, write: Callable[[str], None],
@@ -49,11 +56,11 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[str], None],
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    os.close(fd)
+    tmp = str(_new_temporary(path.parent, path.name))
+    mode = os.stat(tmp).st_mode & FILE_MODE  # FILE_MODE minus the umask, as the kernel applied it
     try:
         write(tmp)
-        os.chmod(tmp, FILE_MODE & ~_umask())  # after the write: a writer may replace the file (safetensors does)
+        os.chmod(tmp, mode)  # a writer may have replaced the file with an owner-only one (safetensors does)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         if keep_previous_as is not None and path.exists():

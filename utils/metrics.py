@@ -116,3 +116,16 @@ def query_scores(pos: Tensor, num_pos: Tensor, scores: Tensor) -> tuple[Tensor, 
     inp = num_pos.squeeze(1) / rank[:, 0]  # slot 0: the lowest-scoring positive, i.e. the last one
     first = rank.gather(1, num_pos - 1).squeeze(1)
     return ap, inp, first
+
+
+def chance_rank1(q_pids: torch.Tensor, g_pids: torch.Tensor) -> float:
+    """Expected text-to-image Rank-1 (percent) of a random ranking: mean share of each query's positives.
+
+    Identities may be any integers (negative, or huge like 10**12): they are counted by value, never used as
+    indices.
+    """
+    pids = torch.cat([g_pids.long().cpu(), q_pids.long().cpu()])
+    dense = torch.unique(pids, return_inverse=True)[1]  # each identity as 0..K-1, so the counts take K slots
+    per_identity = torch.bincount(dense[:len(g_pids)], minlength=int(dense.max()) + 1)
+    positives = per_identity[dense[len(g_pids):]].double()
+    return float(positives.mean() / len(g_pids) * 100)
