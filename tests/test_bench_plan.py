@@ -1,4 +1,6 @@
 """bench/bench_plan.py at tiny sizes: the planner's figures next to the bench's measured ones."""
+import pytest
+
 from bench import bench_plan
 
 PEAK_TOLERANCE = 0.15  # issue 17: predicted CPU peak within 15% of the measured one
@@ -10,6 +12,7 @@ def rows_of(table: str) -> list[dict[str, str]]:
     return [dict(zip(lines[0], cells)) for cells in lines[1:]]
 
 
+@pytest.mark.slow
 def test_tiny_comparison_table_has_equal_flops_and_close_peaks(tmp_path):
     out = tmp_path / "plan.md"
     table = bench_plan.main(["--tiny", "--batch_sizes", "4", "8", "--recipes", "irra_sgiha", "--out", str(out)])

@@ -53,6 +53,7 @@ def test_without_train_split_or_annotation_file(own_data: Path, tmp_path: Path):
         read_benchmark("custom", tmp_path, annotation_file="b.json")
 
 
+@pytest.mark.slow
 def test_train_test_check_and_search(own_data: Path, tmp_path: Path):
     args = ["--dataset_name", "custom", "--annotation_file", ANNOTATION]
     run_dir = train_script.main(tiny_args(own_data, tmp_path / "logs", *args))

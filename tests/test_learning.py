@@ -79,6 +79,7 @@ def learning_toy(tmp_path_factory):
     return make_tiny_toy(tmp_path_factory.mktemp("learning_toy"))
 
 
+@pytest.mark.slow
 def test_aqa_and_sdm_learn(learning_toy, tmp_path):
     assert learning_failures(_train(learning_toy, tmp_path)) == []
 

@@ -70,6 +70,7 @@ def test_each_text_pass_keeps_only_the_used_positions(monkeypatch):
     assert max(caption_end, question_end) < TEXT_LENGTH and answer_end < caption_end
 
 
+@pytest.mark.slow
 def test_compiled_model_recompiles_once_for_new_text_lengths():
     """compile: true meets a new kept length at most steps: torch.compile recompiles once, then the length is
     dynamic (the eager backend traces like inductor, without compiling kernels)."""

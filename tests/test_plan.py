@@ -78,6 +78,7 @@ def test_breakdown_counts_weights_and_adam_state_by_hand():
     assert sum(planned.breakdown.values()) == planned.peak_bytes
 
 
+@pytest.mark.slow
 def test_memory_is_affine_in_the_batch_and_the_largest_batch_is_solved_from_two_plans():
     cfg = tiny_cfg()
     plans = [plan.plan_step(cfg, TINY_NUM_CLASSES, plan.worst_case_shapes(cfg, b), "none", batch_size=b)
@@ -88,6 +89,7 @@ def test_memory_is_affine_in_the_batch_and_the_largest_batch_is_solved_from_two_
     assert plan.largest_batch(10.0, 100.0, 99.0) == 0
 
 
+@pytest.mark.slow
 def test_checkpointing_lowers_the_planned_activations():
     cfg = tiny_cfg(batch_size=16)
     shapes = plan.worst_case_shapes(cfg, 16)
@@ -97,6 +99,7 @@ def test_checkpointing_lowers_the_planned_activations():
     assert checkpointed.flops > plain.flops  # the recomputed forward
 
 
+@pytest.mark.slow
 def test_full_vit_b16_plans_under_fake_tensors_without_allocating():
     cfg = bench_config("irra_sgiha", 64, "bf16", False, tiny=False)
     with torch.device("meta"):
@@ -108,6 +111,7 @@ def test_full_vit_b16_plans_under_fake_tensors_without_allocating():
     assert allocated["peak_bytes"] < 0.01 * planned.peak_bytes  # fake tensors: no real storage
 
 
+@pytest.mark.slow
 def test_json_plan_has_the_documented_schema(capsys):
     report = plan_run.main(["--config_file", IRRA_SGIHA, *TINY_CLI, "--gpu", "A100-40GB", "V100-16GB", "--json"])
     printed = json.loads(capsys.readouterr().out)
@@ -124,12 +128,14 @@ def test_json_plan_has_the_documented_schema(capsys):
     assert printed["gpu_amp"] == "fp16" and printed["gpus"]["V100-16GB"]["epoch_seconds_lower_bound"] is not None
 
 
+@pytest.mark.slow
 def test_bf16_on_a_gpu_without_bf16_has_no_time():
     report = plan_run.main(["--config_file", IRRA_SGIHA, *TINY_CLI, "--amp", "bf16", "--gpu", "V100-32GB",
                             "--device", "cpu", "--json"])
     assert report["amp"] == "bf16" and report["gpus"]["V100-32GB"]["epoch_seconds_lower_bound"] is None
 
 
+@pytest.mark.slow
 def test_memory_warning_names_the_fix():
     cfg = tiny_cfg(batch_size=16)
     shapes = plan.worst_case_shapes(cfg, 16)
@@ -161,6 +167,7 @@ def test_expected_batch_max_matches_enumeration():
     assert plan.expected_batch_max(lengths, batch) == pytest.approx(sum(max(d) for d in draws) / len(draws))
 
 
+@pytest.mark.slow
 def test_text_lengths_and_epoch_come_from_the_dataset_when_present(toy_root):
     report = plan_run.main(["--config_file", IRRA_SGIHA, *TINY_CLI, "--root_dir", str(toy_root), "--gpu",
                             "H100-80GB", "--json"])
@@ -173,6 +180,7 @@ def test_text_lengths_and_epoch_come_from_the_dataset_when_present(toy_root):
     assert report["text_shapes"]["caption_length"] <= longest
 
 
+@pytest.mark.slow
 def test_a_plan_does_not_depend_on_what_ran_before():
     """Storages held in reference cycles (activation checkpointing makes some) are freed whenever Python's cycle
     collector runs; the planned peak must not depend on when that is (issue 20: measurements by history)."""

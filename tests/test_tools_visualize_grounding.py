@@ -58,6 +58,7 @@ def _expected_questions(cfg) -> int:
                    .values()) for r in records if r["split"] == "test")
 
 
+@pytest.mark.slow
 def test_toy_run_scores_and_draws(demo_run, tmp_path):
     config = demo_run / "configs.yaml"
     out = tmp_path / "maps.png"
@@ -74,6 +75,7 @@ def test_toy_run_scores_and_draws(demo_run, tmp_path):
         assert img.size[0] == GridLayout(label_lines=2, columns=columns).canvas_size(columns)[0]
 
 
+@pytest.mark.slow
 def test_real_data_and_a_custom_caption_get_pictures_only(demo_run, tmp_path):
     cfg = load_config(demo_run / "configs.yaml")
     root = tmp_path / "real"

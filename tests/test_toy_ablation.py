@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import statistics
 
+import pytest
+
 from bench import toy_ablation
 from tests.tiny_run import make_tiny_toy, tiny_args
 from utils.runs import read_test_scores
 
 
+@pytest.mark.slow
 def test_table_aggregates_the_runs(tmp_path):
     toy = make_tiny_toy(tmp_path / "toy")
     argv = tiny_args(toy, tmp_path / "unused")

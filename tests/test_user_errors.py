@@ -200,6 +200,7 @@ def test_ctrl_c_ends_with_the_resume_command(tmp_path: Path):
                           status=130)
 
 
+@pytest.mark.slow
 def test_extending_a_finished_run_continues_its_schedule(world: dict[str, Path], tmp_path: Path):
     run = tmp_path / "run"
     shutil.copytree(world["run"], run)
