@@ -12,6 +12,7 @@ import torch
 import processor.trainer as trainer
 import train as train_script
 from datasets.toy import make_toy_dataset
+from tests.killed_run import signal_after_step
 from tests.tiny_run import tiny_args
 from utils.checkpoint import load_checkpoint, previous_path
 
@@ -30,19 +31,15 @@ def _args(toy: Path, out: Path, *extra: str) -> list[str]:
                      "--eval_splits", "[test]", *extra)
 
 
+def _ctrl_c() -> None:
+    raise KeyboardInterrupt  # what Python's SIGINT handler raises, without a signal
+
+
 def _interrupted(monkeypatch, args: list[str], steps: int) -> Path:
     """Run until Ctrl-C arrives after ``steps`` training steps; returns the run folder."""
-    original = trainer.backward_step
-    done = [0]
-
-    def counted(loss, optimizer, scaler):
-        original(loss, optimizer, scaler)
-        done[0] += 1
-        if done[0] == steps:
-            raise KeyboardInterrupt
-
     with monkeypatch.context() as patch:
-        patch.setattr(trainer, "backward_step", counted)
+        patch.setattr(trainer, "backward_step", trainer.backward_step)  # put back on leaving
+        signal_after_step(steps, _ctrl_c)
         with pytest.raises(KeyboardInterrupt, match="resume with"):
             train_script.main(args)
     (run,) = list(Path(args[args.index("--output_dir") + 1]).glob("*/*"))
