@@ -27,13 +27,13 @@ from torch import nn
 
 from datasets.build import build_eval_sets
 from model.api import load_pretrained_model, read_checkpoint, retrieval_model
-from processor.amp import resolve_amp, resolve_device
 from processor.evaluator import evaluate, format_table
 from utils.cli import run_cli
 from utils.config import Config, ConfigError, absolute_paths, load_config, save_config
 from utils.distributed import cleanup_distributed, init_distributed
 from utils.io import atomic_write_text, check_output_folder
 from utils.logger import attach_log_file, setup_logger
+from utils.precision import resolve_amp, resolve_device
 from utils.runs import (BEST_CHECKPOINT, CHECKPOINT_RULE, CONFIG_FILE, RUN_MARKERS, TEST_RESULTS_FILE,
                         checkpoint_arg, config_file_arg, new_run_dir, run_config, run_dir_of)
 

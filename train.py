@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from datasets.build import build_dataloaders
 from datasets.toy import make_toy_dataset
 from model.build import build_model
-from processor.amp import build_grad_scaler, resolve_amp, resolve_device
+from processor.amp import build_grad_scaler
 from processor.plan import memory_warning
 from processor.trainer import TrainState, fit, last_epoch
 from solver import build_lr_scheduler, build_optimizer
@@ -31,6 +31,7 @@ from utils.errors import UserError, one_line
 from utils.io import remove_stale_temporaries
 from utils.logger import attach_log_file, log_to_file, setup_logger
 from utils.metrics import chance_rank1
+from utils.precision import resolve_amp, resolve_device
 from utils.runs import BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT, check_output_dir, new_run_dir
 from utils.seed import set_rng_states, set_seed
 

@@ -28,7 +28,7 @@ from bench.bench_train import (NUM_CLASSES, RECIPES, SEED, TINY_NUM_CLASSES, ben
                                machine_line, synthetic_batch)
 from model.build import build_model, build_retrieval_model, retrieval_state_dict  # noqa: E402
 from model.clip import CLIP  # noqa: E402
-from processor.amp import autocast, resolve_device  # noqa: E402
+from utils.precision import autocast, resolve_device  # noqa: E402
 
 PROBE_SIZE = 2  # images and captions of the identical-output check
 

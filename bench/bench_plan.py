@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import bench_train  # noqa: E402
 from bench.report import publish  # noqa: E402
 from model.build import build_model  # noqa: E402
-from processor.amp import autocast, build_grad_scaler, resolve_device  # noqa: E402
+from processor.amp import build_grad_scaler  # noqa: E402
+from utils.precision import autocast, resolve_device  # noqa: E402
 from processor.plan import (ASSUMED_UTILISATION, GIB, GPU_SPECS, TERA, TextShapes, batch_shapes,  # noqa: E402
                             peak_tflops, plan_step)
 from solver.build import build_optimizer  # noqa: E402

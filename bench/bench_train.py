@@ -36,9 +36,10 @@ from bench.memory import cpu_allocation_peak  # noqa: E402
 from bench.report import publish  # noqa: E402
 from datasets.mlm import FIRST_WORD_ID, mask_tokens  # noqa: E402
 from model.build import build_model  # noqa: E402
-from processor.amp import autocast, backward_step, build_grad_scaler, resolve_device  # noqa: E402
+from processor.amp import backward_step, build_grad_scaler  # noqa: E402
 from solver.build import build_optimizer  # noqa: E402
 from utils.config import CONFIG_DIR, Config, load_config  # noqa: E402
+from utils.precision import autocast, resolve_device  # noqa: E402
 from utils.tokenizer import get_tokenizer  # noqa: E402
 
 RECIPES = ("clip_finetune", "clip_finetune_sgiha", "irra", "irra_sgiha")  # configs/CUHK-PEDES/<recipe>.yaml

@@ -1,16 +1,12 @@
 """Mixed-precision training helpers: the GradScaler and one backward/step helper (open_clip style).
 
 Master weights stay fp32; only the forward runs under autocast. fp16 needs a GradScaler, bf16 and fp32 do not.
-The device and autocast choice live in utils/precision.py (also used outside training); the training scripts
-import them from here.
+The device and autocast choice live in utils/precision.py (also used outside training).
 """
 from __future__ import annotations
 
 import torch
 
-from utils.precision import autocast, resolve_amp, resolve_device
-
-__all__ = ["autocast", "backward_step", "build_grad_scaler", "resolve_amp", "resolve_device"]
 
 
 def build_grad_scaler(device: torch.device, amp: str) -> torch.amp.GradScaler:

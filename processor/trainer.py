@@ -14,7 +14,7 @@ from torch import nn
 from tqdm import tqdm
 
 from model.build import unwrap
-from processor.amp import autocast, backward_step
+from processor.amp import backward_step
 from processor.evaluator import evaluate, format_table
 from utils.checkpoint import save_checkpoint
 from utils.config import Config
@@ -22,6 +22,7 @@ from utils.distributed import average_over_ranks
 from utils.errors import UserError
 from utils.io import atomic_write_text
 from utils.metrics import METRIC_KEYS
+from utils.precision import autocast
 from utils.runs import BEST_CHECKPOINT, LAST_CHECKPOINT, METRICS_FILE
 from utils.seed import get_rng_states
 

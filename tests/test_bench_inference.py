@@ -3,7 +3,7 @@ import torch
 
 from bench import bench_inference, bench_train
 from model.build import build_model, build_retrieval_model
-from processor.amp import resolve_device
+from utils.precision import resolve_device
 from tests.markdown_table import table_rows
 
 TINY_ARGS = ["--tiny", "--batch_size", "4", "--batches", "1", "--device", "cpu"]

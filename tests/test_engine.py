@@ -13,11 +13,11 @@ from torch import nn
 import train as train_script
 from datasets.bases import DatasetError
 from model.build import build_retrieval_model
-from processor.amp import autocast
 from processor.trainer import NonFiniteLossError, train_one_epoch
 from tests.tiny_run import DEMO, load_test_script, make_tiny_toy, tiny_args
 from utils.checkpoint import load_checkpoint
 from utils.config import CONFIG_DIR, ConfigError
+from utils.precision import autocast
 
 test_script = load_test_script()
 

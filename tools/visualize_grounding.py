@@ -41,11 +41,11 @@ from datasets.train_dataset import load_image  # noqa: E402
 from datasets.transforms import build_transform  # noqa: E402
 from model.grounding import (Question, attention_maps, encode_questions, load_grounding_model,  # noqa: E402
                              patches_on_part, pointing_hit, with_combined)
-from processor.amp import resolve_device  # noqa: E402
 from tools.visualize_test import pick_queries  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.config import Config, load_config  # noqa: E402
 from utils.errors import UserError  # noqa: E402
+from utils.precision import resolve_device  # noqa: E402
 from utils.runs import default_checkpoint  # noqa: E402
 from utils.tokenizer import get_tokenizer  # noqa: E402
 from utils.visualize import GridLayout, Tile, draw_grid, save_png  # noqa: E402
