@@ -26,7 +26,7 @@ from typing import Any, Sequence
 from torch import nn
 
 from datasets.build import build_eval_sets
-from model.api import load_pretrained_model, read_checkpoint, retrieval_model
+from model.build import load_pretrained_model, read_checkpoint, retrieval_model
 from processor.evaluator import evaluate, format_table
 from utils.cli import run_cli
 from utils.config import Config, ConfigError, absolute_paths, load_config, save_config

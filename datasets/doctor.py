@@ -23,8 +23,8 @@ from datasets.bases import (TRAIN_SPLIT, Annotation, DatasetError, DatasetFiles,
 from datasets.phrase_cache import attach_phrases
 from datasets.phrases import check_backend
 from datasets.reader import split_counts, statistics_table
-from datasets.train_dataset import load_image
 from utils.config import load_config
+from utils.images import ImageError, load_image
 from utils.tokenizer import DEFAULT_CONTEXT_LENGTH, get_tokenizer
 
 ERROR, WARNING = "error", "warning"
@@ -130,7 +130,7 @@ def image_problem(path: str) -> tuple[str, str] | None:
         return MISSING_IMAGE, "file not found"
     try:
         load_image(path)
-    except DatasetError as exc:
+    except ImageError as exc:
         return UNREADABLE_IMAGE, _without_prefix(str(exc), f"{path}: ")
     return None
 

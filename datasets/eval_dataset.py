@@ -6,7 +6,7 @@ from typing import Callable, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from datasets.train_dataset import load_image
+from utils.images import load_image
 from utils.tokenizer import Tokenizer
 
 

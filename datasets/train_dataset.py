@@ -9,24 +9,16 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from datasets.aqa import make_aqa_sample
-from datasets.bases import DatasetError, TrainSample
+from datasets.bases import TrainSample
 from datasets.mlm import mask_tokens
 from datasets.samplers import SampleKey
 from utils.config import Config
+from utils.images import load_image
 from utils.seed import derive_seed, generator
 from utils.tokenizer import Tokenizer
 
 # Per-sample random streams: derive_seed(seed, epoch, stream, position); ORDER_STREAM 0 is the sampler's.
 AUGMENT_STREAM, MLM_STREAM, AQA_STREAM = 1, 2, 3
-
-
-def load_image(path: str) -> Image.Image:
-    """An RGB image, or an error naming the file (also for a file that exists but does not decode)."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DatasetError(f"{path}: cannot read the image ({exc})") from exc
 
 
 class TrainDataset(Dataset):

@@ -4,19 +4,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from utils.config import Config
+from utils.images import CLIP_MEAN, CLIP_STD, RESIZE_INTERPOLATION
 
 if TYPE_CHECKING:
     from torchvision.transforms import Compose
-
-# CLIP's normalisation (SPEC 3; open_clip.constants.OPENAI_DATASET_MEAN/STD, stated here so that importing the
-# transforms does not import open_clip)
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-# Evaluation resizes the whole image to img_size (no crop, aspect ratio not kept; open_clip's resize_mode
-# 'squash') with this filter (a torchvision InterpolationMode value); tools/export_open_clip.py states both in the
-# exported preprocessing.
-RESIZE_INTERPOLATION = "bilinear"
 
 
 def build_transform(cfg: Config, train: bool) -> Compose:

@@ -1,7 +1,10 @@
-"""Model factories: the training model of a loss recipe (SPEC 5, 6) and the retrieval model (SPEC 6.5)."""
+"""Model factories: the training model of a loss recipe (SPEC 5, 6) and the retrieval model (SPEC 6.5), also with
+the weights of a training checkpoint or of the pretrained CLIP."""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+import logging
+import os
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -9,9 +12,14 @@ from torch import Tensor, nn
 from model.clip import CLIP, EncoderOutput
 from model.irra import MLMHead, build_cross_attn, build_cross_modal_transformer, cross_former
 from model.objectives import compute_aqa, compute_id, compute_mlm, compute_sdm, cosine_matrix
-from model.pretrained import ARCHIVE_EXTRAS, apply_state_dict, pretrained_state_dict
+from model.pretrained import ARCHIVE_EXTRAS, apply_state_dict, load_pretrained, pretrained_state_dict
 from model.sgiha import SGIHAHead
 from model.shard import LOCAL, BatchShard
+from utils.checkpoint import CheckpointError, load_checkpoint
+from utils.config import Config, ConfigError
+from utils.errors import one_line
+
+logger = logging.getLogger(__name__)
 
 BACKBONE_PREFIX = "backbone."
 # Batch entries each loss reads, besides images, caption_ids and pids.
@@ -214,3 +222,40 @@ def retrieval_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
         raise ValueError("expected a training model's state dict (keys 'backbone.visual...') or an OpenAI CLIP "
                          f"state dict (key 'visual.conv1.weight'); got keys like {list(state_dict)[:5]}")
     return state
+
+
+def retrieval_model(cfg: Config, state_dict: Mapping[str, Tensor], device: torch.device,
+                    source: str = "the checkpoint") -> CLIP:
+    """The inference model (CLIP backbone only, SPEC 6.5) with the backbone entries of ``state_dict``, in eval mode."""
+    model = build_retrieval_model(cfg)
+    try:
+        model.load_state_dict(retrieval_state_dict(state_dict))
+    except (RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"{source} does not fit the backbone of this config (backbone.*, img_size, "
+                              f"stride_size, text_length): {one_line(exc)}") from exc
+    logger.info("inference model: %.2fM parameters", sum(p.numel() for p in model.parameters()) / 1e6)
+    return model.to(device).eval()
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """A training checkpoint (utils.checkpoint.load_checkpoint), with a log line naming its epoch."""
+    state = load_checkpoint(path)
+    logger.info("loaded %s (epoch %d)", path, state["epoch"])
+    return state
+
+
+def load_retrieval_model(cfg: Config, checkpoint: str | os.PathLike, device: torch.device) -> nn.Module:
+    """The inference model with a training checkpoint's weights, in eval mode."""
+    return retrieval_model(cfg, read_checkpoint(checkpoint)["model"], device, str(checkpoint))
+
+
+def load_pretrained_model(cfg: Config, device: torch.device) -> CLIP:
+    """The zero-shot model: the config's pretrained CLIP weights (pretrain_choice / pretrain_path, SPEC 3) with the
+    positional grid resized to img_size / stride_size, in eval mode."""
+    if cfg.pretrain_choice == "none" and not cfg.pretrain_path:
+        raise ConfigError("pretrain_choice = 'none' and no pretrain_path: there are no pretrained weights to "
+                          "evaluate; set pretrain_choice (e.g. ViT-B/16) or pretrain_path")
+    model = build_retrieval_model(cfg)
+    load_pretrained(model, cfg.pretrain_choice, cfg.pretrain_path, cfg.backbone.pretrain_grid)
+    logger.info("zero-shot model: %s", cfg.pretrain_path or f"OpenAI {cfg.pretrain_choice}")
+    return model.to(device).eval()

@@ -23,10 +23,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor
 
-from datasets.transforms import CLIP_MEAN, CLIP_STD, RESIZE_INTERPOLATION
 from model.transformer import MLP_RATIO
 from utils.config import Config, ConfigError, load_config
 from utils.errors import UserError
+from utils.images import CLIP_MEAN, CLIP_STD, RESIZE_INTERPOLATION
 from utils.io import atomic_save_safetensors, atomic_write_text
 
 LOCAL_DIR_CONFIG = "open_clip_config.json"  # the config file of open_clip's 'local-dir:' models

@@ -1,4 +1,5 @@
-"""model/api.py: one encoder from a run folder, a checkpoint or an export folder, with the evaluator's features."""
+"""inference/encoder.py: one encoder from a run folder, a checkpoint or an export folder, with the evaluator's
+features."""
 from __future__ import annotations
 
 import logging
@@ -8,13 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from datasets.bases import DatasetError
 from datasets.build import build_eval_sets
-from model.api import EncoderInputError, load_encoder, load_retrieval_model
+from inference.encoder import EncoderInputError, load_encoder
+from model.build import load_retrieval_model
 from model.encode import encode_loader
 from model.open_clip_format import write_export
 from utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from utils.config import load_config
+from utils.images import ImageError
 from utils.runs import BEST_CHECKPOINT, CONFIG_FILE
 
 CPU = torch.device("cpu")
@@ -73,7 +75,7 @@ def test_pil_images_in_any_mode_and_mixed_lists(sources, test_split):
 
 def test_long_captions_are_truncated_with_a_warning(sources, caplog):
     encoder = load_encoder(sources["run folder"], device="cpu")
-    caplog.set_level(logging.WARNING, logger="model.api")
+    caplog.set_level(logging.WARNING, logger="inference.encoder")
     caplog.clear()
     encoder.encode_text(CAPTION)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
@@ -103,5 +105,5 @@ def test_bad_paths_and_inputs_are_user_errors(sources, tmp_path: Path):
         encoder.encode_text(["fine", 3])
     with pytest.raises(EncoderInputError, match="images: expected .*, got int"):
         encoder.encode_images(7)
-    with pytest.raises(DatasetError, match="nothing.jpg"):
+    with pytest.raises(ImageError, match="nothing.jpg"):
         encoder.encode_images(tmp_path / "nothing.jpg")

@@ -1,5 +1,5 @@
-"""One way to encode (issue 15, point 3): the evaluator, model/api.py and tools/search.py give identical features,
-in the precision of the run's ``amp`` (an argument of the API can ask for another)."""
+"""One way to encode (issue 15, point 3): the evaluator, inference/encoder.py and tools/search.py give identical
+features, in the precision of the run's ``amp`` (an argument of the API can ask for another)."""
 from __future__ import annotations
 
 import shutil
@@ -10,7 +10,8 @@ import torch
 
 import processor.evaluator
 from datasets.build import build_eval_sets
-from model.api import EncoderInputError, load_encoder, load_retrieval_model
+from inference.encoder import EncoderInputError, load_encoder
+from model.build import load_retrieval_model
 from processor.evaluator import evaluate
 from tools import search
 from utils.config import load_config, save_config

@@ -17,15 +17,15 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from datasets.build import build_eval_sets
-from datasets.train_dataset import load_image
 from datasets.transforms import build_transform
-from model.api import load_retrieval_model
+from model.build import load_retrieval_model
 from model.clip import CLIP
 from model.open_clip_format import LOCAL_DIR_CONFIG, WEIGHTS_FILE, ExportError, read_export
 from processor.evaluator import evaluate
 from tools import export_open_clip
 from utils.checkpoint import CheckpointError, save_checkpoint
 from utils.config import CONFIG_DIR, load_config, save_config
+from utils.images import load_image
 from utils.metrics import METRIC_KEYS, retrieval_metrics
 from utils.runs import BEST_CHECKPOINT, CONFIG_FILE
 from utils.tokenizer import get_tokenizer

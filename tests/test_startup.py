@@ -9,8 +9,8 @@ import open_clip.constants
 import open_clip.tokenizer
 import pytest
 
-from datasets.transforms import CLIP_MEAN, CLIP_STD
 from tests.cli_checks import REPO
+from utils.images import CLIP_MEAN, CLIP_STD
 from utils.tokenizer import DEFAULT_CONTEXT_LENGTH
 
 ENTRY_POINTS = ["train", "tools.search", "tools.visualize_test", "tools.export_open_clip", "tools.count_params",

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from datasets.toy import REGION_PARTS, REGIONS_FILE
-from model.grounding import Question, patches_on_part
+from inference.grounding import Question, patches_on_part
 from tests.cli_checks import REPO, assert_one_error_line
 from tools import visualize_grounding
 from utils.config import load_config

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 import train
-from model.api import load_encoder
+from inference.encoder import load_encoder
 from model.pretrained import PretrainedError, read_state_dict
 from tests.cli_checks import REPO, assert_one_error_line, snapshot
 from tests.tiny_run import load_test_script, make_tiny_toy, tiny_args

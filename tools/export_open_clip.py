@@ -20,13 +20,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # project imports 
 
 import torch  # noqa: E402
 
-from datasets.transforms import RESIZE_INTERPOLATION  # noqa: E402
-from model.api import load_retrieval_model  # noqa: E402
+from model.build import load_retrieval_model  # noqa: E402
 from model.open_clip_format import (NAME_CHARS, RESIZE_MODE, ExportFiles, check_exportable, check_name,  # noqa: E402
                                     write_export)
 from utils.checkpoint import CheckpointError  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.config import load_config  # noqa: E402
+from utils.images import RESIZE_INTERPOLATION  # noqa: E402
 from utils.io import check_output_folder  # noqa: E402
 from utils.logger import setup_logger  # noqa: E402
 from utils.runs import BEST_CHECKPOINT, CHECKPOINT_RULE, config_file_arg, tool_checkpoint  # noqa: E402

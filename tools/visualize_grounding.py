@@ -37,14 +37,14 @@ from datasets.aqa import find_occurrences, is_valid_phrase  # noqa: E402
 from datasets.bases import DatasetError, Record, dataset_files, parse_records, read_annotation  # noqa: E402
 from datasets.phrases import extract_phrases  # noqa: E402
 from datasets.toy import decode_labels, read_regions, REGION_PARTS  # noqa: E402
-from datasets.train_dataset import load_image  # noqa: E402
 from datasets.transforms import build_transform  # noqa: E402
-from model.grounding import (Question, attention_maps, encode_questions, load_grounding_model,  # noqa: E402
+from inference.grounding import (Question, attention_maps, encode_questions, load_grounding_model,  # noqa: E402
                              patches_on_part, pointing_hit, with_combined)
 from tools.visualize_test import pick_queries  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.config import Config, load_config  # noqa: E402
 from utils.errors import UserError  # noqa: E402
+from utils.images import load_image  # noqa: E402
 from utils.precision import resolve_device  # noqa: E402
 from utils.runs import default_checkpoint  # noqa: E402
 from utils.tokenizer import get_tokenizer  # noqa: E402

@@ -25,14 +25,14 @@ from torch import nn  # noqa: E402
 
 from datasets.bases import DatasetError  # noqa: E402
 from datasets.build import EvalSet, build_eval_sets  # noqa: E402
-from datasets.train_dataset import load_image  # noqa: E402
+from model.build import load_retrieval_model  # noqa: E402
 from model.encode import encode_loader  # noqa: E402
 from tools.search import encode_queries, rank  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.config import Config, load_config  # noqa: E402
+from utils.images import load_image  # noqa: E402
 from utils.io import check_output_folder  # noqa: E402
 from utils.logger import setup_logger  # noqa: E402
-from model.api import load_retrieval_model  # noqa: E402
 from utils.precision import resolve_amp, resolve_device  # noqa: E402
 from utils.runs import BEST_CHECKPOINT, CHECKPOINT_RULE, config_file_arg, tool_checkpoint  # noqa: E402
 from utils.visualize import Color, GridLayout, Tile, draw_grid, save_png  # noqa: E402

@@ -17,8 +17,7 @@ import torch
 from torch import Tensor
 
 from datasets.aqa import find_occurrences, question_and_answer
-from model.api import read_checkpoint
-from model.build import TrainingModel
+from model.build import TrainingModel, read_checkpoint
 from utils.checkpoint import CheckpointError
 from utils.config import Config
 from utils.errors import one_line

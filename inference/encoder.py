@@ -1,6 +1,6 @@
 """Use a trained model from Python: load it, then turn captions and images into retrieval features.
 
-    from model.api import load_encoder
+    from inference.encoder import load_encoder
 
     encoder = load_encoder("logs/CUHK-PEDES/<run>")          # a run folder (configs.yaml + best.pth); also a
                                                               # checkpoint file (the config stored in it) or a
@@ -22,23 +22,22 @@ import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence, Union
+from typing import Any, Callable, Sequence, Union
 
 import torch
 from PIL import Image
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from datasets.train_dataset import load_image
 from datasets.transforms import build_transform
-from model.build import build_retrieval_model, retrieval_state_dict
+from model.build import load_retrieval_model, read_checkpoint, retrieval_model
 from model.clip import CLIP
 from model.encode import encode_loader
 from model.open_clip_format import LOCAL_DIR_CONFIG, WEIGHTS_FILE, is_export_dir, read_export
-from model.pretrained import load_pretrained
-from utils.checkpoint import CheckpointError, load_checkpoint
+from utils.checkpoint import CheckpointError
 from utils.config import CHOICES, Config, ConfigError, load_config
-from utils.errors import UserError, one_line
+from utils.errors import UserError
+from utils.images import load_image
 from utils.precision import resolve_amp, resolve_device
 from utils.runs import BEST_CHECKPOINT, CONFIG_FILE, default_checkpoint, run_config
 from utils.tokenizer import get_tokenizer
@@ -52,43 +51,6 @@ TRUNCATED_LISTED = 5  # truncated captions named in one warning
 
 class EncoderInputError(UserError, ValueError):
     """A path that is no model to load, or inputs that are not captions or images."""
-
-
-def retrieval_model(cfg: Config, state_dict: Mapping[str, Tensor], device: torch.device,
-                    source: str = "the checkpoint") -> CLIP:
-    """The inference model (CLIP backbone only, SPEC 6.5) with the backbone entries of ``state_dict``, in eval mode."""
-    model = build_retrieval_model(cfg)
-    try:
-        model.load_state_dict(retrieval_state_dict(state_dict))
-    except (RuntimeError, ValueError) as exc:
-        raise CheckpointError(f"{source} does not fit the backbone of this config (backbone.*, img_size, "
-                              f"stride_size, text_length): {one_line(exc)}") from exc
-    logger.info("inference model: %.2fM parameters", sum(p.numel() for p in model.parameters()) / 1e6)
-    return model.to(device).eval()
-
-
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """A training checkpoint (utils.checkpoint.load_checkpoint), with a log line naming its epoch."""
-    state = load_checkpoint(path)
-    logger.info("loaded %s (epoch %d)", path, state["epoch"])
-    return state
-
-
-def load_retrieval_model(cfg: Config, checkpoint: str | os.PathLike, device: torch.device) -> nn.Module:
-    """The inference model with a training checkpoint's weights, in eval mode."""
-    return retrieval_model(cfg, read_checkpoint(checkpoint)["model"], device, str(checkpoint))
-
-
-def load_pretrained_model(cfg: Config, device: torch.device) -> CLIP:
-    """The zero-shot model: the config's pretrained CLIP weights (pretrain_choice / pretrain_path, SPEC 3) with the
-    positional grid resized to img_size / stride_size, in eval mode."""
-    if cfg.pretrain_choice == "none" and not cfg.pretrain_path:
-        raise ConfigError("pretrain_choice = 'none' and no pretrain_path: there are no pretrained weights to "
-                          "evaluate; set pretrain_choice (e.g. ViT-B/16) or pretrain_path")
-    model = build_retrieval_model(cfg)
-    load_pretrained(model, cfg.pretrain_choice, cfg.pretrain_path, cfg.backbone.pretrain_grid)
-    logger.info("zero-shot model: %s", cfg.pretrain_path or f"OpenAI {cfg.pretrain_choice}")
-    return model.to(device).eval()
 
 
 def _stored_config(state: dict[str, Any], path: Path) -> Config:
@@ -115,7 +77,7 @@ class _Inputs(Dataset):
 
 
 def _rgb(image: ImageInput) -> Image.Image:
-    """A PIL image in RGB; a missing or unreadable file is a DatasetError naming it."""
+    """A PIL image in RGB; a missing or unreadable file is an ImageError naming it."""
     return image.convert("RGB") if isinstance(image, Image.Image) else load_image(os.fspath(image))
 
 
