@@ -26,7 +26,8 @@ from solver.build import continue_schedule, scheduled_lrs
 from utils.checkpoint import RESUME_KEYS, CheckpointError, UnsafeCheckpointError, load_checkpoint, previous_path
 from utils.cli import run_cli
 from utils.config import Config, absolute_paths, load_config, save_config
-from utils.distributed import cleanup_distributed, env_world_size, init_distributed, per_process
+from utils.config_rules import per_process
+from utils.distributed import cleanup_distributed, env_world_size, init_distributed
 from utils.errors import UserError, one_line
 from utils.io import remove_stale_temporaries
 from utils.logger import attach_log_file, log_to_file, setup_logger

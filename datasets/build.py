@@ -1,7 +1,7 @@
 """Data loaders of a run: the training loader and one evaluation set per configured split.
 
 Batch sizes in the config are global (``batch_size``, ``test_batch_size``): with N processes each loader
-holds 1/N of them (utils.distributed.per_process).
+holds 1/N of them (utils.config_rules.per_process).
 """
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from datasets.samplers import GlobalBatchSampler, build_batch_sampler
 from datasets.train_dataset import TrainDataset
 from datasets.transforms import build_transform
 from utils.config import Config
-from utils.distributed import per_process, shard_bounds
+from utils.config_rules import per_process
+from utils.distributed import shard_bounds
 from utils.tokenizer import Tokenizer, get_tokenizer
 
 

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Sampler
 
 from datasets.bases import DatasetError
-from utils.config_rules import MIN_BATCH
+from utils.config_rules import MIN_BATCH, split_over_processes
 from utils.distributed import shard_bounds
 from utils.seed import generator
 
@@ -129,10 +129,10 @@ class IdentityBatchSampler(GlobalBatchSampler):
             raise DatasetError(f"identity sampler: batch_size {batch_size} must be a multiple of num_instance "
                                f"{num_instance} (P identities x K instances)")
         self.ids_per_batch = batch_size // num_instance
-        if self.ids_per_batch % world_size:
-            raise DatasetError(f"identity sampler: the {self.ids_per_batch} identities of a batch (batch_size "
-                               f"{batch_size} / num_instance {num_instance}) do not divide over {world_size} "
-                               f"processes; choose batch_size / num_instance as a multiple of {world_size}")
+        split_over_processes(self.ids_per_batch, world_size,
+                             f"identity sampler: the {self.ids_per_batch} identities of a batch (batch_size "
+                             f"{batch_size} / num_instance {num_instance}) do not divide",
+                             f"choose batch_size / num_instance as a multiple of {world_size}", DatasetError)
         self.by_pid: dict[int, list[int]] = defaultdict(list)
         for index, pid in enumerate(pids):
             self.by_pid[pid].append(index)

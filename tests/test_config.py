@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from utils.config import CONFIG_DIR, ConfigError, load_config, save_config
+from utils.config_rules import per_process
 
 
 def test_leaf_config_overrides_only_what_it_states():
@@ -150,3 +151,10 @@ def test_values_are_checked_when_the_config_loads(override, fragment):
     with pytest.raises(ConfigError) as info:
         load_config(None, override)
     assert fragment in str(info.value)
+
+
+def test_a_global_batch_splits_over_processes_or_names_a_size_that_does():
+    assert per_process(64, 4, "batch_size") == 16
+    with pytest.raises(ConfigError, match=r"^test_batch_size = 63 is the global batch and does not divide over 2 "
+                                          r"processes; use a multiple of 2 \(e.g. 62\)$"):
+        per_process(63, 2, "test_batch_size")

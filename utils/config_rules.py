@@ -25,6 +25,22 @@ def _fail(key: str, value: Any, allowed: str) -> None:
     raise ConfigError(f"{key} = {value!r}: {allowed}")
 
 
+def split_over_processes(total: int, world_size: int, refusal: str, fix: str,
+                         error: type[UserError] = ConfigError) -> int:
+    """``total`` (a global batch's samples or identities) divided among ``world_size`` processes; when it does not
+    divide, ``error``: '<refusal> over <world_size> processes; <fix>'."""
+    if total % world_size:
+        raise error(f"{refusal} over {world_size} processes; {fix}")
+    return total // world_size
+
+
+def per_process(total: int, world_size: int, key: str) -> int:
+    """Each process's share of the global batch size ``key`` (batch_size, test_batch_size) = ``total``."""
+    example = max(world_size, total // world_size * world_size)
+    return split_over_processes(total, world_size, f"{key} = {total} is the global batch and does not divide",
+                                f"use a multiple of {world_size} (e.g. {example})")
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 

@@ -1,4 +1,4 @@
-"""torch.distributed helpers: set-up from torchrun's environment, batch splitting, and gathers across ranks.
+"""torch.distributed helpers: set-up from torchrun's environment, shares of a split, and gathers across ranks.
 
 A plain ``python train.py`` is a world of one: nothing here then talks to other processes.
 """
@@ -10,8 +10,6 @@ import warnings
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
-
-from utils.config import ConfigError
 
 
 def env_world_size() -> int:
@@ -39,14 +37,6 @@ def init_distributed(device: torch.device) -> tuple[int, int, torch.device]:
 def cleanup_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def per_process(total: int, world_size: int, key: str) -> int:
-    """``total`` (a global batch size) split over ``world_size`` processes; a ConfigError when it does not divide."""
-    if total % world_size:
-        raise ConfigError(f"{key} = {total} is the global batch and does not divide over {world_size} processes; "
-                          f"use a multiple of {world_size} (e.g. {max(world_size, total // world_size * world_size)})")
-    return total // world_size
 
 
 def shard_bounds(count: int, world_size: int, rank: int) -> tuple[int, int]:
