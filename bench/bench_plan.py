@@ -27,8 +27,9 @@ from bench.report import publish  # noqa: E402
 from model.build import build_model  # noqa: E402
 from processor.amp import build_grad_scaler  # noqa: E402
 from utils.precision import autocast, resolve_device  # noqa: E402
-from processor.plan import (ASSUMED_UTILISATION, GIB, GPU_SPECS, TERA, TextShapes, batch_shapes,  # noqa: E402
-                            peak_tflops, plan_step)
+from processor.gpus import GPU_SPECS  # noqa: E402
+from processor.plan import (ASSUMED_UTILISATION, GIB, TERA, TextShapes, batch_shapes, peak_tflops,  # noqa: E402
+                            plan_step)
 from solver.build import build_optimizer  # noqa: E402
 
 

@@ -9,7 +9,8 @@ from torch import nn
 
 from model.encode import encode_loader
 from utils.distributed import all_sizes, gather_rows
-from utils.metrics import METRIC_KEYS, retrieval_metrics
+from utils.metrics import retrieval_metrics
+from utils.runs import METRIC_KEYS
 
 logger = logging.getLogger(__name__)
 

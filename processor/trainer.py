@@ -21,9 +21,8 @@ from utils.config import Config
 from utils.distributed import average_over_ranks
 from utils.errors import UserError
 from utils.io import atomic_write_text
-from utils.metrics import METRIC_KEYS
 from utils.precision import autocast
-from utils.runs import BEST_CHECKPOINT, LAST_CHECKPOINT, METRICS_FILE
+from utils.runs import BEST_CHECKPOINT, LAST_CHECKPOINT, METRIC_KEYS, METRICS_FILE
 from utils.seed import get_rng_states
 
 logger = logging.getLogger(__name__)

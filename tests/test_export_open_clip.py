@@ -26,8 +26,8 @@ from tools import export_open_clip
 from utils.checkpoint import CheckpointError, save_checkpoint
 from utils.config import CONFIG_DIR, load_config, save_config
 from utils.images import load_image
-from utils.metrics import METRIC_KEYS, retrieval_metrics
-from utils.runs import BEST_CHECKPOINT, CONFIG_FILE
+from utils.metrics import retrieval_metrics
+from utils.runs import BEST_CHECKPOINT, CONFIG_FILE, METRIC_KEYS
 from utils.tokenizer import get_tokenizer
 
 TOLERANCE = 1e-5  # max abs feature difference allowed between open_clip and this project

@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Any, Callable
-
-import torch
-from safetensors.torch import save_file
+from typing import TYPE_CHECKING, Any, Callable
 
 from utils.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 FILE_MODE = 0o666  # what open() asks for; the umask removes the bits the user does not want
 TEMP_SUFFIX = ".tmp"  # temporary files are .<name>.<random>.tmp beside their target
@@ -89,9 +89,13 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike, keep_previous_as: str | os.PathLike | None = None) -> None:
+    import torch  # here, not at import: the tools' --help does not wait for torch (seconds)
+
     _atomic_write(path, lambda tmp: torch.save(obj, tmp), keep_previous_as)
 
 
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
     """Write ``tensors`` (contiguous, no shared storage) as a safetensors file."""
+    from safetensors.torch import save_file  # here, not at import, as torch above
+
     _atomic_write(path, lambda tmp: save_file(tensors, tmp))

@@ -15,7 +15,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-METRIC_KEYS = ("R1", "R5", "R10", "mAP", "mINP")  # SPEC 8: what every table and results file reports
 REPORTED_RANKS = (1, 5, 10)  # SPEC 8: Rank-1/5/10 (those up to max_rank, and max_rank itself)
 
 

@@ -18,13 +18,13 @@ from typing import Any, Callable, Sequence, TypeVar
 from utils.config import Config, load_config
 from utils.errors import UserError, one_line
 from utils.io import check_output_folder
-from utils.metrics import METRIC_KEYS
 
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "configs.yaml"
 METRICS_FILE = "metrics.jsonl"
 TEST_RESULTS_FILE = "test_results.json"
+METRIC_KEYS = ("R1", "R5", "R10", "mAP", "mINP")  # SPEC 8: what every table and results file reports
 BEST_CHECKPOINT = "best.pth"
 LAST_CHECKPOINT = "last.pth"
 RUN_MARKERS = (METRICS_FILE, BEST_CHECKPOINT, LAST_CHECKPOINT)  # a configs.yaml beside one of these is a run's
