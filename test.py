@@ -23,35 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from torch import nn
-
-from datasets.build import build_eval_sets
-from model.build import load_pretrained_model, read_checkpoint, retrieval_model
-from processor.evaluator import evaluate, format_table
-from utils.cli import run_cli
-from utils.config import Config, ConfigError, absolute_paths, load_config, save_config
-from utils.distributed import cleanup_distributed, init_distributed
-from utils.io import atomic_write_text, check_output_folder
-from utils.logger import attach_log_file, setup_logger
-from utils.precision import resolve_amp, resolve_device
+from utils.cli import parse_first, run_cli
 from utils.runs import (BEST_CHECKPOINT, CHECKPOINT_RULE, CONFIG_FILE, RUN_MARKERS, TEST_RESULTS_FILE,
                         checkpoint_arg, config_file_arg, new_run_dir, run_config, run_dir_of)
 
-logger = logging.getLogger("sgiha")
-
 PRETRAINED = "pretrained"  # --checkpoint value for the zero-shot model
-ZERO_SHOT_SUFFIX = "_zero_shot"
 OWN_SPLIT = "test"
-
-
-@dataclass(frozen=True)
-class Target:
-    """What is evaluated and where the results go."""
-
-    run_cfg: Config | None  # the run's own config (None: a config that is not a run's)
-    run_dir: Path | None
-    checkpoint: str  # an absolute path, or PRETRAINED
-    out_dir: Path
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
@@ -65,6 +42,34 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     parser.add_argument("--out_dir", help="folder for test.log and the results file (default: the run folder; "
                                           "for a config that is not a run's, a new folder under output_dir)")
     return parser.parse_known_args(argv)
+
+
+parse_first(parse_args, __name__)  # --help and argument mistakes answer here, before torch loads
+
+from torch import nn  # noqa: E402
+
+from datasets.build import build_eval_sets  # noqa: E402
+from model.build import load_pretrained_model, read_checkpoint, retrieval_model  # noqa: E402
+from processor.evaluator import evaluate, format_table  # noqa: E402
+from utils.config import Config, ConfigError, absolute_paths, load_config, save_config  # noqa: E402
+from utils.distributed import cleanup_distributed, init_distributed  # noqa: E402
+from utils.io import atomic_write_text, check_output_folder  # noqa: E402
+from utils.logger import attach_log_file, setup_logger  # noqa: E402
+from utils.precision import resolve_amp, resolve_device  # noqa: E402
+
+logger = logging.getLogger("sgiha")
+
+ZERO_SHOT_SUFFIX = "_zero_shot"
+
+
+@dataclass(frozen=True)
+class Target:
+    """What is evaluated and where the results go."""
+
+    run_cfg: Config | None  # the run's own config (None: a config that is not a run's)
+    run_dir: Path | None
+    checkpoint: str  # an absolute path, or PRETRAINED
+    out_dir: Path
 
 
 def _slug(text: str) -> str:

@@ -12,31 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
-from torch.nn.parallel import DistributedDataParallel
-
-from datasets.build import build_dataloaders
-from datasets.toy import make_toy_dataset
-from model.build import build_model
-from processor.amp import build_grad_scaler
-from processor.plan import memory_warning
-from processor.trainer import TrainState, fit, last_epoch
-from solver import build_lr_scheduler, build_optimizer
-from solver.build import continue_schedule, scheduled_lrs
-from utils.checkpoint import RESUME_KEYS, CheckpointError, UnsafeCheckpointError, load_checkpoint, previous_path
-from utils.cli import run_cli
-from utils.config import Config, absolute_paths, load_config, save_config
-from utils.config_rules import per_process
-from utils.distributed import cleanup_distributed, env_world_size, init_distributed
-from utils.errors import UserError, one_line
-from utils.io import remove_stale_temporaries
-from utils.logger import attach_log_file, log_to_file, setup_logger
-from utils.metrics import chance_rank1
-from utils.precision import resolve_amp, resolve_device
+from utils.cli import parse_first, run_cli
 from utils.runs import BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT, check_output_dir, new_run_dir
-from utils.seed import set_rng_states, set_seed
 
-logger = logging.getLogger("sgiha")
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,6 +28,34 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
         parser.error(f"--config_file {folder} is a folder: continue that run with --resume {folder / LAST_CHECKPOINT}, "
                      f"or train anew with its settings: --config_file {folder / CONFIG_FILE}")
     return args, overrides
+
+
+parse_first(parse_args, __name__)  # --help and argument mistakes answer here, before torch loads
+
+import torch  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel  # noqa: E402
+
+from datasets.build import build_dataloaders  # noqa: E402
+from datasets.toy import make_toy_dataset  # noqa: E402
+from model.build import build_model  # noqa: E402
+from processor.amp import build_grad_scaler  # noqa: E402
+from processor.plan import memory_warning  # noqa: E402
+from processor.trainer import TrainState, fit, last_epoch  # noqa: E402
+from solver import build_lr_scheduler, build_optimizer  # noqa: E402
+from solver.build import continue_schedule, scheduled_lrs  # noqa: E402
+from utils.checkpoint import (RESUME_KEYS, CheckpointError, UnsafeCheckpointError, load_checkpoint,  # noqa: E402
+                              previous_path)
+from utils.config import Config, absolute_paths, load_config, save_config  # noqa: E402
+from utils.config_rules import per_process  # noqa: E402
+from utils.distributed import cleanup_distributed, env_world_size, init_distributed  # noqa: E402
+from utils.errors import UserError, one_line  # noqa: E402
+from utils.io import remove_stale_temporaries  # noqa: E402
+from utils.logger import attach_log_file, log_to_file, setup_logger  # noqa: E402
+from utils.metrics import chance_rank1  # noqa: E402
+from utils.precision import resolve_amp, resolve_device  # noqa: E402
+from utils.seed import set_rng_states, set_seed  # noqa: E402
+
+logger = logging.getLogger("sgiha")
 
 
 def prepare_toy_dataset(cfg: Config) -> None:

@@ -1,5 +1,6 @@
 """Start-up: the entry points import without open_clip and torchvision (seconds each; they are imported where they
-are used), and the CLIP constants stated here instead are open_clip's."""
+are used), answer --help and argument mistakes without importing torch, and the CLIP constants stated here instead
+are open_clip's."""
 from __future__ import annotations
 
 import subprocess
@@ -16,6 +17,8 @@ from utils.tokenizer import DEFAULT_CONTEXT_LENGTH
 ENTRY_POINTS = ["train", "tools.search", "tools.visualize_test", "tools.export_open_clip", "tools.count_params",
                 "tools.check_dataset", "tools.extract_phrases", "tools.make_toy_dataset", "tools.plot_curves",
                 "tools.summarize_runs"]
+# Each command line without arguments is a mistake argparse finds, but count_params's (it counts base.yaml).
+COMMAND_LINES = sorted(str(p.relative_to(REPO)) for p in (REPO / "tools").glob("*.py")) + ["train.py", "test.py"]
 
 
 def test_clip_constants_are_open_clip_s():
@@ -34,3 +37,22 @@ def test_entry_points_import_without_open_clip_or_torchvision():
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_help_and_argument_mistakes_answer_before_torch_is_imported():
+    code = ("import contextlib, io, runpy, sys\n"
+            f"for path in {COMMAND_LINES!r}:\n"
+            "    for argv in (['--help'], [] if path != 'tools/count_params.py' else ['--help']):\n"
+            "        sys.argv = [path, *argv]\n"
+            "        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+            "            try:\n"
+            "                runpy.run_path(path, run_name='__main__')\n"
+            "            except SystemExit as exc:\n"
+            "                assert exc.code in (0, 2), (path, argv, exc.code)\n"
+            "            else:\n"
+            "                raise AssertionError(f'{path} {argv}: did not exit')\n"
+            "        assert 'torch' not in sys.modules, (path, argv)\n"
+            "print('ok')\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "ok"

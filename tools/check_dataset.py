@@ -18,13 +18,9 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # project imports when run as tools/...py
 
-from datasets.doctor import default_workers, diagnose, format_report  # noqa: E402
-from utils.cli import run_cli  # noqa: E402
+from utils.cli import parse_first, run_cli  # noqa: E402
 from utils.config import CHOICES, load_config  # noqa: E402
 from utils.runs import config_file_arg  # noqa: E402
-
-FINDINGS_EXIT = 1  # the exit status when the report holds errors
-CONFIG_KEYS = ("dataset_name", "root_dir", "annotation_file", "text_length", "phrase_backend")  # options a config gives
 
 
 def positive_int(text: str) -> int:
@@ -43,13 +39,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--annotation_file", help="dataset_name custom: the annotation JSON (relative to root_dir)")
     parser.add_argument("--text_length", type=int, help="token length captions are cut to (default 77)")
     parser.add_argument("--phrase_backend", choices=CHOICES["phrase_backend"], help="default pattern")
-    parser.add_argument("--workers", type=positive_int, default=default_workers(),
+    parser.add_argument("--workers", type=positive_int,
                         help="threads decoding images (default: min(8, CPU cores))")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
     args = parser.parse_args(argv)
     if args.config_file is None and (args.root_dir is None or args.dataset_name is None):
         parser.error("give --root_dir and --dataset_name (or --config_file)")
     return args
+
+
+parse_first(parse_args, __name__)  # --help and argument mistakes answer here, before torch loads
+
+from datasets.doctor import diagnose, format_report  # noqa: E402
+
+FINDINGS_EXIT = 1  # the exit status when the report holds errors
+CONFIG_KEYS = ("dataset_name", "root_dir", "annotation_file", "text_length", "phrase_backend")  # options a config gives
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,13 +15,7 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # project imports when run as tools/...py
 
-import torch  # noqa: E402
-
-from utils.checkpoint import CheckpointError, UnsafeCheckpointError, load_checkpoint, only_pickled_rng  # noqa: E402
-from utils.cli import run_cli  # noqa: E402
-from utils.errors import one_line  # noqa: E402
-from utils.io import atomic_torch_save  # noqa: E402
-from utils.seed import plain_numpy_state  # noqa: E402
+from utils.cli import parse_first, run_cli  # noqa: E402
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -30,6 +24,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--trust", action="store_true",
                         help="the file comes from a run you trust: reading it may run code it carries")
     return parser.parse_args(argv)
+
+
+parse_first(parse_args, __name__)  # --help and argument mistakes answer here, before torch loads
+
+import torch  # noqa: E402
+
+from utils.checkpoint import CheckpointError, UnsafeCheckpointError, load_checkpoint, only_pickled_rng  # noqa: E402
+from utils.errors import one_line  # noqa: E402
+from utils.io import atomic_torch_save  # noqa: E402
+from utils.seed import plain_numpy_state  # noqa: E402
 
 
 def plain_checkpoint(state: object, path: Path) -> dict:

@@ -11,17 +11,30 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-import torch
 from prettytable import PrettyTable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from utils.cli import parse_first, run_cli  # noqa: E402
+
+CUHK_TRAIN_IDS = 11003  # SPEC 2: CUHK-PEDES training identities (the ID classifier's classes)
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=None, help="YAML config (default: configs/base.yaml)")
+    parser.add_argument("--num_classes", type=int, default=CUHK_TRAIN_IDS, help="ID classifier classes")
+    return parser.parse_known_args(argv)
+
+
+parse_first(parse_args, __name__)  # --help and argument mistakes answer here, before torch loads
+
+import torch  # noqa: E402
+
 from model.build import TrainingModel, build_retrieval_model  # noqa: E402
-from utils.cli import run_cli  # noqa: E402
 from utils.config import load_config  # noqa: E402
 
 IRRA_MODULES = ("cross_attn", "cross_modal_transformer", "ln_pre_t", "ln_pre_i", "ln_post", "mlm_head")
-CUHK_TRAIN_IDS = 11003  # SPEC 2: CUHK-PEDES training identities (the ID classifier's classes)
 
 
 def count(module: torch.nn.Module) -> int:
@@ -50,10 +63,7 @@ def parameter_rows(cfg, num_classes: int) -> list[tuple[str, int]]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=None, help="YAML config (default: configs/base.yaml)")
-    parser.add_argument("--num_classes", type=int, default=CUHK_TRAIN_IDS, help="ID classifier classes")
-    args, overrides = parser.parse_known_args(argv)
+    args, overrides = parse_args(argv)
     cfg = load_config(args.config, overrides)
     table = PrettyTable(["part", "parameters"], align="r")
     table.align["part"] = "l"

@@ -18,18 +18,32 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # project imports when run as tools/...py
 
+from utils.cli import parse_first, run_cli  # noqa: E402
+from utils.runs import BEST_CHECKPOINT, CHECKPOINT_RULE, config_file_arg, tool_checkpoint  # noqa: E402
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config_file", required=True, help="a run folder or its configs.yaml")
+    parser.add_argument("--checkpoint", help=f"checkpoint to export (default: the run's {BEST_CHECKPOINT}; "
+                                             f"{CHECKPOINT_RULE})")
+    parser.add_argument("--out", required=True, help="folder to write the export into")
+    parser.add_argument("--name", help="open_clip model name (default: sgiha-<run folder name>)")
+    return parser.parse_args(argv)
+
+
+parse_first(parse_args, __name__)  # --help and argument mistakes answer here, before torch loads
+
 import torch  # noqa: E402
 
 from model.build import load_retrieval_model  # noqa: E402
 from model.open_clip_format import (NAME_CHARS, RESIZE_MODE, ExportFiles, check_exportable, check_name,  # noqa: E402
                                     write_export)
 from utils.checkpoint import CheckpointError  # noqa: E402
-from utils.cli import run_cli  # noqa: E402
 from utils.config import load_config  # noqa: E402
 from utils.images import RESIZE_INTERPOLATION  # noqa: E402
 from utils.io import check_output_folder  # noqa: E402
 from utils.logger import setup_logger  # noqa: E402
-from utils.runs import BEST_CHECKPOINT, CHECKPOINT_RULE, config_file_arg, tool_checkpoint  # noqa: E402
 
 NAME_PREFIX = "sgiha-"  # default model name: this prefix and the run folder's name
 
@@ -55,16 +69,6 @@ def loading_code(files: ExportFiles) -> str:
         f"model, _, preprocess = open_clip.create_model_and_transforms({local})",
         f"tokenizer = open_clip.get_tokenizer({local})",
     ])
-
-
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config_file", required=True, help="a run folder or its configs.yaml")
-    parser.add_argument("--checkpoint", help=f"checkpoint to export (default: the run's {BEST_CHECKPOINT}; "
-                                             f"{CHECKPOINT_RULE})")
-    parser.add_argument("--out", required=True, help="folder to write the export into")
-    parser.add_argument("--name", help="open_clip model name (default: sgiha-<run folder name>)")
-    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> ExportFiles:

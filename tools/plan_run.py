@@ -19,8 +19,24 @@ from prettytable import PrettyTable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from processor.plan import GIB, GPU_SPECS, KINDS, plan_run  # noqa: E402
-from utils.cli import run_cli  # noqa: E402
+from processor.gpus import GPU_SPECS  # noqa: E402
+from utils.cli import parse_first, run_cli  # noqa: E402
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config_file", required=True, help="YAML config of the run")
+    parser.add_argument("--gpu", nargs="+", default=list(GPU_SPECS), metavar="NAME",
+                        help=f"GPUs to plan for (default all: {' '.join(GPU_SPECS)})")
+    parser.add_argument("--device", choices=["cuda", "cpu"], help="device of the planned step (default: the "
+                        "config's; auto plans the CUDA step)")
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+    return parser.parse_known_args(argv)
+
+
+parse_first(parse_args, __name__)  # --help and argument mistakes answer here, before torch loads
+
+from processor.plan import GIB, KINDS, plan_run  # noqa: E402
 from utils.config import load_config  # noqa: E402
 
 MINUTE, HOUR = 60.0, 3600.0
@@ -59,14 +75,7 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config_file", required=True, help="YAML config of the run")
-    parser.add_argument("--gpu", nargs="+", default=list(GPU_SPECS), metavar="NAME",
-                        help=f"GPUs to plan for (default all: {' '.join(GPU_SPECS)})")
-    parser.add_argument("--device", choices=["cuda", "cpu"], help="device of the planned step (default: the "
-                        "config's; auto plans the CUDA step)")
-    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
-    args, overrides = parser.parse_known_args(argv)
+    args, overrides = parse_args(argv)
     cfg = load_config(args.config_file, overrides)
     device = args.device or ("cpu" if cfg.device == "cpu" else "cuda")
     report = plan_run(cfg, device, args.gpu)

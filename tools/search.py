@@ -22,6 +22,31 @@ from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # project imports when run as tools/search.py
 
+from utils.cli import parse_first, run_cli  # noqa: E402
+from utils.runs import BEST_CHECKPOINT, CHECKPOINT_RULE, config_file_arg, tool_checkpoint  # noqa: E402
+
+DEFAULT_TOPK = 10
+DEFAULT_OUT = "search_results.png"
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config_file", required=True, help="a run folder or its configs.yaml")
+    parser.add_argument("--checkpoint", help=f"checkpoint (default: the run's {BEST_CHECKPOINT}; {CHECKPOINT_RULE})")
+    parser.add_argument("--gallery", required=True, help="folder of images to search (searched recursively)")
+    parser.add_argument("--query", action="append", help="text query (repeat for several)")
+    parser.add_argument("--queries", help="text file with one query per line")
+    parser.add_argument("--topk", type=int, default=DEFAULT_TOPK, help="results per query")
+    parser.add_argument("--out", default=DEFAULT_OUT, help="PNG of the results (numbered for several queries)")
+    parser.add_argument("--cache", help="embedding cache file (default: <gallery>.search_cache.pt beside it)")
+    args, overrides = parser.parse_known_args(argv)
+    if args.topk < 1:
+        parser.error(f"--topk {args.topk}: must be at least 1")
+    return args, overrides
+
+
+parse_first(parse_args, __name__)  # --help and argument mistakes answer here, before torch loads
+
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from prettytable import PrettyTable  # noqa: E402
@@ -30,7 +55,6 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from datasets.transforms import build_transform  # noqa: E402
-from utils.cli import run_cli  # noqa: E402
 from utils.config import Config, load_config  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.images import load_image  # noqa: E402
@@ -39,7 +63,6 @@ from utils.logger import setup_logger  # noqa: E402
 from utils.precision import resolve_amp, resolve_device  # noqa: E402
 from model.build import load_retrieval_model  # noqa: E402
 from model.encode import encode_batch  # noqa: E402
-from utils.runs import BEST_CHECKPOINT, CHECKPOINT_RULE, config_file_arg, tool_checkpoint  # noqa: E402
 from utils.tokenizer import tokenize_queries  # noqa: E402
 from utils.visualize import GridLayout, Tile, draw_grid, save_png  # noqa: E402
 
@@ -53,8 +76,6 @@ ENCODER_KEYS = ("img_size", "stride_size", "pretrain_choice", "backbone")
 # Errors PIL raises for files that are not (complete) images; load_image turns OSError into a ValueError.
 UNREADABLE_IMAGE_ERRORS = (ValueError, SyntaxError, Image.DecompressionBombError)
 LAYOUT = GridLayout(label_lines=2)  # rank and score, then the file name
-DEFAULT_TOPK = 10
-DEFAULT_OUT = "search_results.png"
 
 
 class SearchError(UserError, ValueError):
@@ -263,22 +284,6 @@ def read_queries(args: argparse.Namespace) -> list[str]:
     if not queries:
         raise SearchError("no query: give --query TEXT and/or --queries FILE (one query per line)")
     return queries
-
-
-def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config_file", required=True, help="a run folder or its configs.yaml")
-    parser.add_argument("--checkpoint", help=f"checkpoint (default: the run's {BEST_CHECKPOINT}; {CHECKPOINT_RULE})")
-    parser.add_argument("--gallery", required=True, help="folder of images to search (searched recursively)")
-    parser.add_argument("--query", action="append", help="text query (repeat for several)")
-    parser.add_argument("--queries", help="text file with one query per line")
-    parser.add_argument("--topk", type=int, default=DEFAULT_TOPK, help="results per query")
-    parser.add_argument("--out", default=DEFAULT_OUT, help="PNG of the results (numbered for several queries)")
-    parser.add_argument("--cache", help="embedding cache file (default: <gallery>.search_cache.pt beside it)")
-    args, overrides = parser.parse_known_args(argv)
-    if args.topk < 1:
-        parser.error(f"--topk {args.topk}: must be at least 1")
-    return args, overrides
 
 
 def main(argv: Sequence[str] | None = None) -> list[Path]:

@@ -27,36 +27,10 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # project imports when run as tools/...py
 
-import matplotlib  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-from prettytable import PrettyTable  # noqa: E402
-
-from datasets.aqa import find_occurrences, is_valid_phrase  # noqa: E402
-from datasets.bases import DatasetError, Record, dataset_files, parse_records, read_annotation  # noqa: E402
-from datasets.phrases import extract_phrases  # noqa: E402
-from datasets.toy import decode_labels, read_regions, REGION_PARTS  # noqa: E402
-from datasets.transforms import build_transform  # noqa: E402
-from inference.grounding import (Question, attention_maps, encode_questions, load_grounding_model,  # noqa: E402
-                             patches_on_part, pointing_hit, with_combined)
-from tools.visualize_test import pick_queries  # noqa: E402
-from utils.cli import run_cli  # noqa: E402
-from utils.config import Config, load_config  # noqa: E402
-from utils.errors import UserError  # noqa: E402
-from utils.images import load_image  # noqa: E402
-from utils.precision import resolve_device  # noqa: E402
-from utils.runs import default_checkpoint  # noqa: E402
-from utils.tokenizer import get_tokenizer  # noqa: E402
-from utils.visualize import GridLayout, Tile, draw_grid, save_png  # noqa: E402
-
-logger = logging.getLogger("sgiha.visualize_grounding")
+from utils.cli import parse_first, run_cli  # noqa: E402
 
 DEFAULT_NUM = 4  # images drawn
 OUT_NAME = "grounding.png"
-HEAT_ALPHA = 0.55  # weight of the heat map over the image
-COLORMAP = "jet"
-LABEL_LINES = 2  # under each tile: the phrase (or layer), then its part (or the peak's verdict)
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
@@ -75,6 +49,37 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     if args.num < 1:
         parser.error(f"--num {args.num}: must be at least 1")
     return args, overrides
+
+
+parse_first(parse_args, __name__)  # --help and argument mistakes answer here, before torch loads
+
+import matplotlib  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from prettytable import PrettyTable  # noqa: E402
+
+from datasets.aqa import find_occurrences, is_valid_phrase  # noqa: E402
+from datasets.bases import DatasetError, Record, dataset_files, parse_records, read_annotation  # noqa: E402
+from datasets.phrases import extract_phrases  # noqa: E402
+from datasets.toy import decode_labels, read_regions, REGION_PARTS  # noqa: E402
+from datasets.transforms import build_transform  # noqa: E402
+from inference.grounding import (Question, attention_maps, encode_questions, load_grounding_model,  # noqa: E402
+                             patches_on_part, pointing_hit, with_combined)
+from tools.visualize_test import pick_queries  # noqa: E402
+from utils.config import Config, load_config  # noqa: E402
+from utils.errors import UserError  # noqa: E402
+from utils.images import load_image  # noqa: E402
+from utils.precision import resolve_device  # noqa: E402
+from utils.runs import default_checkpoint  # noqa: E402
+from utils.tokenizer import get_tokenizer  # noqa: E402
+from utils.visualize import GridLayout, Tile, draw_grid, save_png  # noqa: E402
+
+logger = logging.getLogger("sgiha.visualize_grounding")
+
+HEAT_ALPHA = 0.55  # weight of the heat map over the image
+COLORMAP = "jet"
+LABEL_LINES = 2  # under each tile: the phrase (or layer), then its part (or the peak's verdict)
 
 
 def caption_questions(caption: str, image: int, cfg: Config) -> list[Question]:

@@ -18,6 +18,30 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # project imports when run as tools/...py
 
+from utils.cli import parse_first, run_cli  # noqa: E402
+from utils.runs import BEST_CHECKPOINT, CHECKPOINT_RULE, config_file_arg, tool_checkpoint  # noqa: E402
+
+DEFAULT_NUM_QUERIES = 8
+DEFAULT_TOPK = 10
+OUT_DIR_NAME = "test_queries"
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config_file", required=True, help="a run folder or its configs.yaml")
+    parser.add_argument("--checkpoint", help=f"checkpoint (default: the run's {BEST_CHECKPOINT}; {CHECKPOINT_RULE})")
+    parser.add_argument("--num_queries", type=int, default=DEFAULT_NUM_QUERIES, help="test captions to show")
+    parser.add_argument("--topk", type=int, default=DEFAULT_TOPK, help="images per query")
+    parser.add_argument("--out_dir", help=f"folder of the PNGs (default: <run>/{OUT_DIR_NAME})")
+    args, overrides = parser.parse_known_args(argv)
+    for name in ("num_queries", "topk"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} {getattr(args, name)}: must be at least 1")
+    return args, overrides
+
+
+parse_first(parse_args, __name__)  # --help and argument mistakes answer here, before torch loads
+
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from prettytable import PrettyTable  # noqa: E402
@@ -28,13 +52,11 @@ from datasets.build import EvalSet, build_eval_sets  # noqa: E402
 from model.build import load_retrieval_model  # noqa: E402
 from model.encode import encode_loader  # noqa: E402
 from tools.search import encode_queries, rank  # noqa: E402
-from utils.cli import run_cli  # noqa: E402
 from utils.config import Config, load_config  # noqa: E402
 from utils.images import load_image  # noqa: E402
 from utils.io import check_output_folder  # noqa: E402
 from utils.logger import setup_logger  # noqa: E402
 from utils.precision import resolve_amp, resolve_device  # noqa: E402
-from utils.runs import BEST_CHECKPOINT, CHECKPOINT_RULE, config_file_arg, tool_checkpoint  # noqa: E402
 from utils.visualize import Color, GridLayout, Tile, draw_grid, save_png  # noqa: E402
 
 logger = logging.getLogger("sgiha.visualize_test")
@@ -42,9 +64,6 @@ logger = logging.getLogger("sgiha.visualize_test")
 HIT_COLOR: Color = (0, 170, 0)    # frame of an image of the queried identity
 MISS_COLOR: Color = (210, 0, 0)   # frame of an image of another identity
 LAYOUT = GridLayout(label_lines=2)  # rank and score, then the identity
-DEFAULT_NUM_QUERIES = 8
-DEFAULT_TOPK = 10
-OUT_DIR_NAME = "test_queries"
 
 
 @dataclass(frozen=True)
@@ -107,20 +126,6 @@ def draw_query(result: QueryResult, eval_set: EvalSet, layout: GridLayout = LAYO
     found = f"first correct image at rank {result.first_hit}" if result.first_hit else "identity not in the gallery"
     header = f"query {result.index} (identity {result.pid}): {found}\n{result.caption}"
     return draw_grid(header, tiles, replace(layout, columns=min(layout.columns, max(1, len(tiles)))))
-
-
-def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config_file", required=True, help="a run folder or its configs.yaml")
-    parser.add_argument("--checkpoint", help=f"checkpoint (default: the run's {BEST_CHECKPOINT}; {CHECKPOINT_RULE})")
-    parser.add_argument("--num_queries", type=int, default=DEFAULT_NUM_QUERIES, help="test captions to show")
-    parser.add_argument("--topk", type=int, default=DEFAULT_TOPK, help="images per query")
-    parser.add_argument("--out_dir", help=f"folder of the PNGs (default: <run>/{OUT_DIR_NAME})")
-    args, overrides = parser.parse_known_args(argv)
-    for name in ("num_queries", "topk"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} {getattr(args, name)}: must be at least 1")
-    return args, overrides
 
 
 def main(argv: Sequence[str] | None = None) -> list[Path]:
