@@ -17,9 +17,10 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root
 
+import torch  # noqa: E402
+
 import processor.trainer as trainer  # noqa: E402
 import train  # noqa: E402
-import utils.io as io  # noqa: E402
 
 
 def die() -> None:
@@ -44,7 +45,7 @@ def signal_after_step(step: int, send: Callable[[], None]) -> None:
 
 
 def kill_while_saving(name: str, epoch: int) -> None:
-    original = io.torch.save
+    original = torch.save  # what utils.io writes with
 
     def torn(obj, file):
         original(obj, file)
@@ -54,7 +55,7 @@ def kill_while_saving(name: str, epoch: int) -> None:
                 f.truncate(size // 2)
             die()
 
-    io.torch.save = torn
+    torch.save = torn
 
 
 if __name__ == "__main__":
