@@ -14,7 +14,7 @@ import train as train_script
 from datasets.bases import DatasetError
 from model.build import build_retrieval_model
 from processor.trainer import NonFiniteLossError, train_one_epoch
-from tests.tiny_run import DEMO, load_test_script, make_tiny_toy, tiny_args
+from tests.tiny_run import DEMO, load_test_script, tiny_args
 from utils.checkpoint import load_checkpoint
 from utils.config import CONFIG_DIR, ConfigError
 from utils.precision import autocast
@@ -23,8 +23,8 @@ test_script = load_test_script()
 
 
 @pytest.fixture(scope="module")
-def toy_root(tmp_path_factory) -> Path:
-    return make_tiny_toy(tmp_path_factory.mktemp("toy"))
+def toy_root(tiny_toy: Path) -> Path:
+    return tiny_toy
 
 
 @pytest.mark.parametrize("losses", ["sdm+id", "sdm+id+mlm", "sdm+id+aqa", "sdm+id+mlm+aqa"])
@@ -49,8 +49,8 @@ def test_train_then_test_each_recipe(toy_root: Path, tmp_path: Path, losses: str
     assert "chance Rank-1" in log and "test at the best-val epoch" in log
 
 
-def test_inference_model_has_backbone_parameters_only(toy_root: Path, tmp_path: Path):
-    run_dir = train_script.main(tiny_args(toy_root, tmp_path, "--num_epoch", "1"))
+def test_inference_model_has_backbone_parameters_only(tiny_run: Path):
+    run_dir = tiny_run
     ckpt = load_checkpoint(run_dir / "last.pth")
     backbone = {k: v for k, v in ckpt["model"].items() if k.startswith("backbone.")}
     assert len(backbone) < len(ckpt["model"])  # the training model has heads
@@ -59,6 +59,7 @@ def test_inference_model_has_backbone_parameters_only(toy_root: Path, tmp_path: 
     assert sum(p.numel() for p in model.parameters()) == sum(v.numel() for v in backbone.values())
 
 
+@pytest.mark.slow  # its fast twin: test_resume.py::test_early_stop_then_extension_equal_the_whole_run
 def test_resume_matches_uninterrupted_run(toy_root: Path, tmp_path: Path):
     full = train_script.main(tiny_args(toy_root, tmp_path / "full"))
     first = train_script.main(tiny_args(toy_root, tmp_path / "split", "--num_epoch", "2", "--early_stop_epoch", "1"))

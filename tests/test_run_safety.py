@@ -17,14 +17,14 @@ import train as train_script
 import utils.seed as seed
 from datasets.toy import make_toy_dataset
 from tests.test_distributed import _free_port, _join_group
-from tests.tiny_run import make_tiny_toy, tiny_args
+from tests.tiny_run import tiny_args
 from utils.checkpoint import RESUME_KEYS, load_checkpoint
 from utils.io import atomic_save_safetensors, atomic_torch_save, atomic_write_text
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory) -> Path:
-    return make_tiny_toy(tmp_path_factory.mktemp("toy"))
+def toy(tiny_toy: Path) -> Path:
+    return tiny_toy
 
 
 def _rows(run_dir: Path) -> list[dict]:
@@ -58,8 +58,8 @@ def test_one_epoch_smoke_run_of_the_demo(toy: Path, tmp_path: Path):
     assert "the schedule is the linear warm-up only" in (run_dir / "train.log").read_text()
 
 
-def test_best_holds_what_evaluation_needs_and_last_what_resume_needs(toy: Path, tmp_path: Path):
-    run_dir = train_script.main(tiny_args(toy, tmp_path, "--num_epoch", "2"))
+def test_best_holds_what_evaluation_needs_and_last_what_resume_needs(tiny_run: Path):
+    run_dir = tiny_run
     best, last = load_checkpoint(run_dir / "best.pth"), load_checkpoint(run_dir / "last.pth")
     assert not set(RESUME_KEYS) & set(best) and set(RESUME_KEYS) <= set(last)
     assert best["config"]["dataset_name"] == "CUHK-PEDES"

@@ -20,7 +20,7 @@ import train
 from inference.encoder import load_encoder
 from model.pretrained import PretrainedError, read_state_dict
 from tests.cli_checks import REPO, assert_one_error_line, snapshot
-from tests.tiny_run import load_test_script, make_tiny_toy, tiny_args
+from tests.tiny_run import load_test_script
 from tools import convert_checkpoint, export_open_clip, search, visualize_test
 from utils import seed
 from utils.checkpoint import UnsafeCheckpointError, load_checkpoint
@@ -48,10 +48,9 @@ class ShellOnLoad(TouchOnLoad):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    """A finished 2-epoch tiny run (best.pth, last.pth, last_prev.pth); read-only for the tests."""
-    toy = make_tiny_toy(tmp_path_factory.mktemp("toy"))
-    return train.main(tiny_args(toy, tmp_path_factory.mktemp("runs")))
+def run(tiny_run: Path) -> Path:
+    """The shared finished 2-epoch tiny run (best.pth, last.pth, last_prev.pth); read-only for the tests."""
+    return tiny_run
 
 
 def payload_copy(source: Path, target: Path, marker: Path, key: str = "epoch", cls: type = TouchOnLoad) -> Path:
