@@ -23,7 +23,7 @@ from typing import Any, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # project imports when run as tools/search.py
 
 from utils.cli import parse_first, run_cli  # noqa: E402
-from utils.runs import BEST_CHECKPOINT, CHECKPOINT_RULE, config_file_arg, tool_checkpoint  # noqa: E402
+from utils.runs import add_run_arguments, config_file_arg, tool_checkpoint  # noqa: E402
 
 DEFAULT_TOPK = 10
 DEFAULT_OUT = "search_results.png"
@@ -31,8 +31,7 @@ DEFAULT_OUT = "search_results.png"
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config_file", required=True, help="a run folder or its configs.yaml")
-    parser.add_argument("--checkpoint", help=f"checkpoint (default: the run's {BEST_CHECKPOINT}; {CHECKPOINT_RULE})")
+    add_run_arguments(parser)
     parser.add_argument("--gallery", required=True, help="folder of images to search (searched recursively)")
     parser.add_argument("--query", action="append", help="text query (repeat for several)")
     parser.add_argument("--queries", help="text file with one query per line")

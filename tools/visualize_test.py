@@ -19,7 +19,7 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # project imports when run as tools/...py
 
 from utils.cli import parse_first, run_cli  # noqa: E402
-from utils.runs import BEST_CHECKPOINT, CHECKPOINT_RULE, config_file_arg, tool_checkpoint  # noqa: E402
+from utils.runs import add_run_arguments, config_file_arg, tool_checkpoint  # noqa: E402
 
 DEFAULT_NUM_QUERIES = 8
 DEFAULT_TOPK = 10
@@ -28,8 +28,7 @@ OUT_DIR_NAME = "test_queries"
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config_file", required=True, help="a run folder or its configs.yaml")
-    parser.add_argument("--checkpoint", help=f"checkpoint (default: the run's {BEST_CHECKPOINT}; {CHECKPOINT_RULE})")
+    add_run_arguments(parser)
     parser.add_argument("--num_queries", type=int, default=DEFAULT_NUM_QUERIES, help="test captions to show")
     parser.add_argument("--topk", type=int, default=DEFAULT_TOPK, help="images per query")
     parser.add_argument("--out_dir", help=f"folder of the PNGs (default: <run>/{OUT_DIR_NAME})")

@@ -6,6 +6,7 @@ A run folder is ``<output_dir>/<dataset_name>/<YYYYmmdd_HHMMSS>_<name>/`` with `
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -73,6 +74,12 @@ def check_run_dir(run_dir: str | os.PathLike) -> Path:
     if not (path / CONFIG_FILE).is_file() and not (path / METRICS_FILE).is_file():
         raise RunError(f"{path}: not a run folder (neither {CONFIG_FILE} nor {METRICS_FILE} is there)")
     return path
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """A tool's --config_file (a run folder or its configs.yaml) and --checkpoint (the rule above)."""
+    parser.add_argument("--config_file", required=True, help="a run folder or its configs.yaml")
+    parser.add_argument("--checkpoint", help=f"checkpoint (default: the run's {BEST_CHECKPOINT}; {CHECKPOINT_RULE})")
 
 
 def config_file_arg(config_file: str | os.PathLike) -> Path:
