@@ -2,6 +2,7 @@
 under a schedule with a warm-up from warmup_factor (every shipped config has one) and a cosine to target_lr."""
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.tiny_run import make_tiny_toy, tiny_args
+from tests.tiny_run import make_tiny_toy, tiny_args, with_ctrl_c
 from utils.checkpoint import load_checkpoint
 from utils.config import CONFIG_DIR
 
@@ -27,7 +28,7 @@ INTERRUPTED = 130  # utils.cli's status after Ctrl-C
 def _train(args: list[str], cwd: Path, moment: str | None = None) -> subprocess.CompletedProcess:
     command = [sys.executable, str(ROOT / "tests" / "killed_run.py"), moment] if moment else \
         [sys.executable, str(ROOT / "train.py")]
-    return subprocess.run(command + args, capture_output=True, text=True, cwd=cwd)
+    return subprocess.run(command + args, capture_output=True, text=True, cwd=cwd, preexec_fn=with_ctrl_c)
 
 
 def _only_run(out: Path) -> Path:
@@ -66,3 +67,16 @@ def test_killed_and_resumed_run_equals_the_uninterrupted_one(reference, tmp_path
         assert torch.equal(a["model"][key], value), key  # bit for bit
     assert (run / "metrics.jsonl").read_text() == (whole / "metrics.jsonl").read_text()
     assert load_checkpoint(run / "best.pth")["epoch"] == load_checkpoint(whole / "best.pth")["epoch"]
+
+
+def test_children_see_ctrl_c_when_the_suite_ignores_it():
+    """The SIGINT cases hold however the suite was started: `pytest &` without job control ignores SIGINT."""
+    probe = [sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"]
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        inherited = subprocess.run(probe, capture_output=True, text=True)
+        restored = subprocess.run(probe, capture_output=True, text=True, preexec_fn=with_ctrl_c)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert inherited.stdout.strip() == "False"  # what the failing runs saw: Ctrl-C ignored, the run went on
+    assert restored.stdout.strip() == "True"

@@ -18,7 +18,7 @@ import pytest
 import train as train_script
 from datasets.toy import make_toy_dataset
 from tests.cli_checks import REPO, EntryPoint, assert_one_error_line, snapshot
-from tests.tiny_run import DEMO, load_test_script, make_tiny_toy, tiny_args
+from tests.tiny_run import DEMO, load_test_script, make_tiny_toy, tiny_args, with_ctrl_c
 from utils.checkpoint import load_checkpoint
 
 
@@ -188,7 +188,8 @@ def test_an_unreadable_image_met_in_a_loader_worker(tmp_path: Path, entry_point)
 def test_ctrl_c_ends_with_the_resume_command(tmp_path: Path):
     toy = make_tiny_toy(tmp_path / "toy")
     process = subprocess.Popen([sys.executable, "train.py", *tiny_args(toy, tmp_path / "out", "--num_epoch", "50")],
-                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=with_ctrl_c)
     deadline = time.time() + 300
     while not list((tmp_path / "out").rglob("last.pth")) and time.time() < deadline:
         time.sleep(0.5)

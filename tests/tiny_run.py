@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import signal
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -31,6 +32,12 @@ def tiny_args(toy_root: Path, out: Path, *extra: str) -> list[str]:
 # The demo's backbone and input size (configs/demo.yaml), which tiny_args shrinks: for tests of the trained model.
 DEMO_BACKBONE = ("--img_size", "[64, 32]", "--backbone.embed_dim", "64", "--backbone.vision_width", "64",
                  "--backbone.text_width", "64", "--backbone.vision_layers", "4", "--backbone.text_layers", "4")
+
+
+def with_ctrl_c() -> None:
+    """preexec_fn of a child that must see Ctrl-C: a suite started in the background without job control (`cmd &`)
+    ignores SIGINT, its children inherit that, and Python then installs no KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def load_test_script() -> ModuleType:
