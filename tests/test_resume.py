@@ -20,10 +20,12 @@ TRAIN_IDS = 8
 STEPS = TRAIN_IDS * 2 * 2 // 16  # steps per epoch: 2 images x 2 captions per identity at batch 16
 EPOCHS = 3
 # SPEC 7's warm-up from 0.1 x lr (epochs 1-2), then the cosine to a non-zero target (epoch 3).
-WARM_COSINE = ("--warmup_epochs", "2", "--warmup_factor", "0.1", "--target_lr", "1e-4")
+LR = 2e-3  # the schedules below are stated at this base lr, whatever the demo uses
+WARM_COSINE = ("--lr", str(LR), "--lrscheduler", "cosine", "--warmup_epochs", "2", "--warmup_factor", "0.1",
+               "--target_lr", "1e-4")
 # warm-up in epoch 1, then lr x gamma from epoch 2 (milestone k = 1).
-WARM_STEP = ("--warmup_epochs", "1", "--warmup_factor", "0.1", "--lrscheduler", "step", "--milestones", "[1]",
-             "--gamma", "0.5")
+WARM_STEP = ("--lr", str(LR), "--warmup_epochs", "1", "--warmup_factor", "0.1", "--lrscheduler", "step",
+             "--milestones", "[1]", "--gamma", "0.5")
 
 
 def _args(toy: Path, out: Path, *extra: str) -> list[str]:
@@ -83,7 +85,7 @@ def test_ctrl_c_and_resume_equal_the_uninterrupted_warm_up_and_cosine(toy, warm_
     _assert_same(run / "last.pth", warm_cosine / "last.pth")
     assert _training_rows(run) == _training_rows(warm_cosine)
     lrs = [lr for _, lr, _ in _training_rows(run)]
-    assert lrs[:2] == pytest.approx([2e-3 * 0.1, 2e-3 * (0.1 * 0.5 + 0.5)])  # SPEC 7's warm-up of the demo's lr
+    assert lrs[:2] == pytest.approx([LR * 0.1, LR * (0.1 * 0.5 + 0.5)])  # SPEC 7's warm-up
 
 
 def test_step_milestones_resume_exactly(toy, monkeypatch, tmp_path):
@@ -91,7 +93,7 @@ def test_step_milestones_resume_exactly(toy, monkeypatch, tmp_path):
     run = _interrupted(monkeypatch, _args(toy, tmp_path / "cut", *WARM_STEP, "--num_epoch", "2"), STEPS + 1)
     train_script.main(["--resume", str(run / "last.pth")])
     _assert_same(run / "last.pth", whole / "last.pth")
-    assert [lr for _, lr, _ in _training_rows(run)] == pytest.approx([2e-4, 1e-3])
+    assert [lr for _, lr, _ in _training_rows(run)] == pytest.approx([LR * 0.1, LR * 0.5])
 
 
 def test_early_stop_then_extension_equal_the_whole_run(toy, warm_cosine, monkeypatch, tmp_path):
