@@ -1,5 +1,5 @@
 """A run stopped at any moment (SIGKILL: no cleanup; SIGINT: Ctrl-C) and resumed ends exactly as an uninterrupted one,
-under a schedule with a warm-up from warmup_factor (every shipped config has one) and a cosine to target_lr."""
+under a schedule with a warm-up from warmup_factor (every benchmark config has one) and a cosine to target_lr."""
 from __future__ import annotations
 
 import signal
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.tiny_run import make_tiny_toy, tiny_args, with_ctrl_c
+from tests.tiny_run import benchmark_settings, make_tiny_toy, tiny_args, with_ctrl_c
 from utils.checkpoint import load_checkpoint
 from utils.config import CONFIG_DIR
 
@@ -20,8 +20,8 @@ ROOT = CONFIG_DIR.parent
 STEPS_PER_EPOCH = 16 * 2 * 2 // 16  # make_tiny_toy's 64 captions at batch 16
 EPOCHS = 3
 # Epochs 1-2 warm up from 0.1 x lr, epoch 3 is the cosine's first: a resume in either continues the schedule.
-SCHEDULE = ("--num_epoch", str(EPOCHS), "--batch_size", "16", "--warmup_epochs", "2", "--warmup_factor", "0.1",
-            "--target_lr", "1e-4")
+SCHEDULE = (*benchmark_settings(), "--num_epoch", str(EPOCHS), "--batch_size", "16", "--warmup_epochs", "2",
+            "--warmup_factor", "0.1", "--target_lr", "1e-4")
 INTERRUPTED = 130  # utils.cli's status after Ctrl-C
 
 

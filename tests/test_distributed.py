@@ -24,7 +24,7 @@ import torch.multiprocessing as mp
 import train as train_script
 from model.objectives import compute_aqa, compute_id, compute_mlm, compute_sdm
 from model.shard import BatchShard
-from tests.tiny_run import make_tiny_toy, tiny_args
+from tests.tiny_run import benchmark_settings, make_tiny_toy, tiny_args
 from utils.checkpoint import load_checkpoint
 from utils.config import CONFIG_DIR
 
@@ -166,7 +166,7 @@ def _assert_rows_close(a: dict, b: dict) -> None:
 def test_two_processes_train_exactly_as_one(tmp_path: Path, sampler: str):
     toy = make_tiny_toy(tmp_path / "toy")
     # global batch 20: three full batches and a partial one of 4 per epoch (random); augmentation on (demo config)
-    extra = [*SPEC_EPS, "--loss_names", "sdm+id+mlm+aqa", "--img_aug", "true", "--sampler", sampler,
+    extra = [*SPEC_EPS, *benchmark_settings(), "--loss_names", "sdm+id+mlm+aqa", "--img_aug", "true", "--sampler", sampler,
              "--num_instance", "2", "--batch_size", "20" if sampler == "random" else "8", "--test_batch_size", "10"]
     one_steps, one_dir = _train(tmp_path, tiny_args(toy, tmp_path / "one", *extra), 1)
     two_steps, two_dir = _train(tmp_path, tiny_args(toy, tmp_path / "two", *extra), 2)
@@ -183,7 +183,7 @@ def test_two_processes_train_exactly_as_one(tmp_path: Path, sampler: str):
 
 def test_torchrun_command_line_matches_one_process(tmp_path: Path):
     toy = make_tiny_toy(tmp_path / "toy")
-    args = [*SPEC_EPS, "--num_epoch", "1", "--batch_size", "16"]
+    args = [*SPEC_EPS, *benchmark_settings(), "--num_epoch", "1", "--batch_size", "16"]
     one = train_script.main(tiny_args(toy, tmp_path / "one", *args))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                str(CONFIG_DIR.parent / "train.py"), *tiny_args(toy, tmp_path / "two", *args)]

@@ -13,7 +13,7 @@ import processor.trainer as trainer
 import train as train_script
 from datasets.toy import make_toy_dataset
 from tests.killed_run import signal_after_step
-from tests.tiny_run import tiny_args
+from tests.tiny_run import benchmark_settings, tiny_args
 from utils.checkpoint import load_checkpoint, previous_path
 
 TRAIN_IDS = 8
@@ -21,7 +21,7 @@ STEPS = TRAIN_IDS * 2 * 2 // 16  # steps per epoch: 2 images x 2 captions per id
 EPOCHS = 3
 # SPEC 7's warm-up from 0.1 x lr (epochs 1-2), then the cosine to a non-zero target (epoch 3).
 LR = 2e-3  # the schedules below are stated at this base lr, whatever the demo uses
-WARM_COSINE = ("--lr", str(LR), "--lrscheduler", "cosine", "--warmup_epochs", "2", "--warmup_factor", "0.1",
+WARM_COSINE = (*benchmark_settings(), "--lr", str(LR), "--warmup_epochs", "2", "--warmup_factor", "0.1",
                "--target_lr", "1e-4")
 # warm-up in epoch 1, then lr x gamma from epoch 2 (milestone k = 1).
 WARM_STEP = ("--lr", str(LR), "--warmup_epochs", "1", "--warmup_factor", "0.1", "--lrscheduler", "step",

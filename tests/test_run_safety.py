@@ -17,7 +17,7 @@ import train as train_script
 import utils.seed as seed
 from datasets.toy import make_toy_dataset
 from tests.test_distributed import _free_port, _join_group
-from tests.tiny_run import tiny_args
+from tests.tiny_run import benchmark_settings, tiny_args
 from utils.checkpoint import RESUME_KEYS, load_checkpoint
 from utils.io import atomic_save_safetensors, atomic_torch_save, atomic_write_text
 
@@ -54,8 +54,8 @@ def test_a_split_smaller_than_the_batch_trains_every_caption(tmp_path: Path):
 
 def test_one_epoch_smoke_run_of_the_demo(toy: Path, tmp_path: Path):
     # the benchmark configs' cosine (SPEC 7; the demo uses a step schedule): one epoch of warm-up is all of it
-    run_dir = train_script.main(tiny_args(toy, tmp_path, "--num_epoch", "1", "--warmup_epochs", "1",
-                                          "--lrscheduler", "cosine"))
+    run_dir = train_script.main(tiny_args(toy, tmp_path, *benchmark_settings(), "--num_epoch", "1",
+                                          "--warmup_epochs", "1"))
     assert [r["epoch"] for r in _rows(run_dir)] == [1]
     assert "the schedule is the linear warm-up only" in (run_dir / "train.log").read_text()
 

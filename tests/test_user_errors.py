@@ -5,6 +5,7 @@ once training runs (an unreadable image in a loader worker, Ctrl-C) and extendin
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import signal
 import subprocess
@@ -18,7 +19,7 @@ import pytest
 import train as train_script
 from datasets.toy import make_toy_dataset
 from tests.cli_checks import REPO, EntryPoint, assert_one_error_line, snapshot
-from tests.tiny_run import DEMO, load_test_script, make_tiny_toy, tiny_args, with_ctrl_c
+from tests.tiny_run import DEMO, benchmark_settings, load_test_script, make_tiny_toy, tiny_args, with_ctrl_c
 from utils.checkpoint import load_checkpoint
 from utils.config import load_config
 
@@ -203,17 +204,17 @@ def test_ctrl_c_ends_with_the_resume_command(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_extending_a_finished_run_continues_its_schedule(world: dict[str, Path], tmp_path: Path):
-    run = tmp_path / "run"
-    shutil.copytree(world["run"], run)
+def test_extending_a_finished_run_continues_its_schedule(tiny_toy: Path, tmp_path: Path):
+    # the benchmark configs' cosine, whose values depend on num_epoch (the demo holds a step schedule)
+    run = train_script.main(tiny_args(tiny_toy, tmp_path, *benchmark_settings()))
     resumed = train_script.main(["--resume", str(run / "last.pth"), "--num_epoch", "4"])
     rows = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
-    # the demo's step schedule (no warm-up in the tiny runs) holds the base lr until its first milestone
-    cfg = load_config(run / "configs.yaml")
-    assert cfg.lrscheduler == "step" and min(cfg.milestones) > 4 and cfg.warmup_epochs == 0
-    assert [r["lr"] for r in rows] == pytest.approx([cfg.lr] * 4)
+    # the cosine over 4 epochs (no warm-up in the tiny runs): epoch k + 1 at 0.5 x (1 + cos(pi x k/4)) x lr
+    lr = load_config(run / "configs.yaml").lr
+    epoch3, epoch4 = lr * 0.5 * (1 + math.cos(math.pi / 2)), lr * 0.5 * (1 + math.cos(3 * math.pi / 4))
+    assert [r["lr"] for r in rows[2:]] == pytest.approx([epoch3, epoch4])
     log = (run / "train.log").read_text()
     assert "resuming with changed settings: num_epoch: 2 -> 4" in log
-    assert f"the schedule continues at lr {cfg.lr:.3g} -> {cfg.lr:.3g} for epochs 3..4" in log
+    assert f"the schedule continues at lr {epoch3:.3g} -> {epoch4:.3g} for epochs 3..4" in log
     assert load_checkpoint(run / "last.pth")["epoch"] == 4

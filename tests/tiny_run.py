@@ -8,7 +8,7 @@ from pathlib import Path
 from types import ModuleType
 
 from datasets.toy import make_toy_dataset
-from utils.config import CONFIG_DIR
+from utils.config import CONFIG_DIR, load_config
 
 DEMO = str(CONFIG_DIR / "demo.yaml")
 
@@ -32,6 +32,15 @@ def tiny_args(toy_root: Path, out: Path, *extra: str) -> list[str]:
 # The demo's backbone and input size (configs/demo.yaml), which tiny_args shrinks: for tests of the trained model.
 DEMO_BACKBONE = ("--img_size", "[64, 32]", "--backbone.embed_dim", "64", "--backbone.vision_width", "64",
                  "--backbone.text_width", "64", "--backbone.vision_layers", "4", "--backbone.text_layers", "4")
+
+
+def benchmark_settings() -> tuple[str, ...]:
+    """Overrides that put back base.yaml's values where the demo departs from them for training from scratch
+    (docs/demo.md point 8): for tests of a path the benchmark configs take (AQA's gradient into the tapped layers,
+    SPEC's temperatures, the cosine)."""
+    base = load_config(None, {})
+    return ("--temperature", str(base.temperature), "--sgiha.temperature", str(base.sgiha.temperature),
+            "--sgiha.detach_hidden", str(base.sgiha.detach_hidden).lower(), "--lrscheduler", base.lrscheduler)
 
 
 def with_ctrl_c() -> None:
