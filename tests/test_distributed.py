@@ -166,8 +166,9 @@ def _assert_rows_close(a: dict, b: dict) -> None:
 def test_two_processes_train_exactly_as_one(tmp_path: Path, sampler: str):
     toy = make_tiny_toy(tmp_path / "toy")
     # global batch 20: three full batches and a partial one of 4 per epoch (random); augmentation on (demo config)
-    extra = [*SPEC_EPS, *benchmark_settings(), "--loss_names", "sdm+id+mlm+aqa", "--img_aug", "true", "--sampler", sampler,
-             "--num_instance", "2", "--batch_size", "20" if sampler == "random" else "8", "--test_batch_size", "10"]
+    extra = [*SPEC_EPS, *benchmark_settings(), "--loss_names", "sdm+id+mlm+aqa", "--img_aug", "true",
+             "--sampler", sampler, "--num_instance", "2", "--batch_size", "20" if sampler == "random" else "8",
+             "--test_batch_size", "10"]
     one_steps, one_dir = _train(tmp_path, tiny_args(toy, tmp_path / "one", *extra), 1)
     two_steps, two_dir = _train(tmp_path, tiny_args(toy, tmp_path / "two", *extra), 2)
     if sampler == "random":
