@@ -67,22 +67,31 @@ def encode_questions(questions: Sequence[Question], tokenizer: Tokenizer, cfg: C
 
 
 @torch.no_grad()
+def bridge_features(model: TrainingModel, images: Tensor, question_ids: Tensor) -> Tensor:
+    """The SG-IHA head's output Z [Q, D] for each question on its image [Q, 3, H, W] (SPEC 6.3).
+
+    The question's own attention mask (SPEC 6.3.4) covers SOT through EOT.
+    """
+    head = model.sgiha
+    image = model.backbone.image_features(images, head.layers)
+    text = model.backbone.text_features(question_ids, head.layers)
+    eot = question_ids.argmax(dim=-1, keepdim=True)  # the EOT token has the largest id (SPEC 3)
+    question_mask = torch.arange(question_ids.shape[1], device=question_ids.device).unsqueeze(0) <= eot
+    return head(image.global_feat, image.hidden, text.hidden, question_mask)
+
+
+@torch.no_grad()
 def attention_maps(model: TrainingModel, images: Tensor, question_ids: Tensor, masked: Tensor) -> Tensor:
     """Per tapped layer, the masked positions' mean attention over the patches: [Q, layers, rows, cols].
 
-    ``images`` [Q, 3, H, W] holds each question's image. The question's own attention mask (SPEC 6.3.4) covers
-    SOT through EOT.
+    ``images`` [Q, 3, H, W] holds each question's image.
     """
     head = model.sgiha
     probs: list[Tensor] = []
     hooks = [block.cross.register_forward_pre_hook(lambda module, args: probs.append(module.attention(*args)))
              for block in head.blocks]
     try:
-        image = model.backbone.image_features(images, head.layers)
-        text = model.backbone.text_features(question_ids, head.layers)
-        eot = question_ids.argmax(dim=-1, keepdim=True)  # the EOT token has the largest id (SPEC 3)
-        question_mask = torch.arange(question_ids.shape[1]).unsqueeze(0) <= eot
-        head(image.global_feat, image.hidden, text.hidden, question_mask)
+        bridge_features(model, images, question_ids)
     finally:
         for hook in hooks:
             hook.remove()
