@@ -36,6 +36,12 @@ SHORT_LOWER = ("shorts", "skirt")
 SHOE_TYPES = ("shoes", "boots", "sneakers")
 ACCESSORIES = ("none", "backpack", "bag", "hat")
 SUBJECTS = ("man", "woman", "person")
+PRONOUNS = {"man": "He", "woman": "She", "person": "The person"}  # the second sentence's subject
+# Each part has its own verb before its phrase ("walks in" only shoes): the text tower is causal, so the masked
+# positions of an AQA question (SPEC 6.1) see only the words on their left, and this tells them which part they
+# stand for (docs/demo.md point 11).
+PART_VERBS = {"hair": "has", "upper": "is dressed in", "lower": "is wearing", "shoes": "walks in",
+              "backpack": "carries", "bag": "holds", "hat": "wears"}
 CAPTIONS_PER_IMAGE = {"CUHK-PEDES": 2, "ICFG-PEDES": 1, "RSTPReid": 2, "custom": 2}  # as in the benchmarks (SPEC 2)
 # The custom layout (datasets/custom.py): <root_dir>/custom/annotations.json with images/ beside it.
 CUSTOM_ANNOTATION = "annotations.json"
@@ -46,22 +52,22 @@ REGION_PARTS = ("hair", "upper", "lower", "shoes", "backpack", "bag", "hat")
 OTHER = 0  # background and skin
 
 # Body layout as fractions of the figure height (top to bottom) and of the image width.
-HEAD = (0.0, 0.13)
+HEAD = (0.0, 0.16)  # a head (and hair, hat) of about one 8x8 patch at the demo's 64x32 input
 TORSO = (0.14, 0.52)
 SHORT_END = 0.68  # hem of shorts and skirts
-LEGS_END = 0.92
+LEGS_END = 0.90  # shoes below: about a patch row at the demo's input
 SHOES_END = 1.0
 TORSO_WIDTH = 0.46
-HEAD_WIDTH = 0.26
+HEAD_WIDTH = 0.32
 ARM_WIDTH = 0.11
 LEG_WIDTH = 0.17
 LONG_HAIR_END = 0.30  # long hair falls to the shoulders
 HAIR_MARGIN = 1  # pixels long hair sticks out beside the head
-HAT = (-0.01, 0.05)  # hat crown, above the hair line
+HAT = (-0.02, 0.07)  # hat crown, above the hair line
 HAT_BRIM = 0.05  # of the width, beyond the head on each side
 BACKPACK = (0.18, 0.44)  # visible beside the torso
 BACKPACK_WIDTH = 1.5  # arm widths beyond the torso on each side
-BAG = (0.42, 0.58)  # hand bag beside the hip
+BAG = (0.40, 0.62)  # hand bag beside the hip
 HAND = (0.50, 0.56)  # bare hands below the sleeves
 LONG_HAIR_PROB = 0.5
 IMAGE_FLIP_PROB = 0.5
@@ -99,10 +105,9 @@ def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def _garment(colour: str, kind: str) -> str:
+def _with_article(phrase: str) -> str:
     """'a red coat', 'blue jeans' (plural garments take no article)."""
-    phrase = f"{colour} {kind}"
-    return phrase if kind.endswith("s") else f"{_article(colour)} {phrase}"
+    return phrase if phrase.endswith("s") else f"{_article(phrase)} {phrase}"
 
 
 def part_phrases(outfit: Outfit) -> dict[str, str]:
@@ -121,26 +126,19 @@ def visible_phrases(outfit: Outfit, labels: np.ndarray) -> dict[str, str]:
     return {part: phrase for part, phrase in part_phrases(outfit).items() if REGION_PARTS.index(part) + 1 in present}
 
 
-def caption(outfit: Outfit, rng: random.Random) -> str:
-    """One description of ``outfit`` from varied templates; upper and lower garments are always named."""
-    o = outfit
-    pron = {"man": "He", "woman": "She"}.get(o.subject, "The person")
-    hair = part_phrases(o)["hair"]
-    upper, lower = _garment(o.upper, o.upper_type), _garment(o.lower, o.lower_type)
-    shoes = f"{o.shoes} {o.shoe_type}"
-    acc = {"none": "", "backpack": f"carries {_garment(o.accessory_colour, 'backpack')}",
-           "bag": f"carries {_garment(o.accessory_colour, 'bag')}",
-           "hat": f"wears {_garment(o.accessory_colour, 'hat')}"}[o.accessory]
-    acc_sentence = f" {pron} {acc}." if acc else ""
-    templates = (
-        f"A {o.subject} with {hair} is wearing {upper} and {lower}. {pron} has {shoes} on.{acc_sentence}",
-        f"The {o.subject} wears {upper}, {lower} and {shoes}.{acc_sentence}",
-        f"This {o.subject} has {hair}. {pron} is dressed in {upper} with {lower}.{acc_sentence}",
-        f"A {o.subject} in {upper} and {lower} is walking.{acc_sentence} {pron} has {hair}.",
-        f"{pron} is wearing {lower} and {upper}, with {shoes}.{acc_sentence}",
-        f"The {o.subject} has {hair} and wears {upper}, {lower} and {shoes}.{acc_sentence}",
-    )
-    return rng.choice(templates)
+def _join(items: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def caption(outfit: Outfit, visible: dict[str, str], rng: random.Random) -> str:
+    """One description of the parts a picture of ``outfit`` shows (``visible``: visible_phrases), head to feet
+    then the accessory, over one or two sentences (split at random), each phrase after its part's verb."""
+    verbs = [f"{PART_VERBS[part]} {phrase if part == 'hair' else _with_article(phrase)}"
+             for part, phrase in visible.items()]
+    split = rng.randint(1, len(verbs))
+    text = f"The {outfit.subject} {_join(verbs[:split])}."
+    return f"{text} {PRONOUNS[outfit.subject]} {_join(verbs[split:])}." if verbs[split:] else text
 
 
 def make_outfits(n: int, colour_pairs: list[tuple[str, str]], rng: random.Random) -> list[Outfit]:
@@ -320,9 +318,10 @@ def make_toy_dataset(root_dir: str | Path, dataset_name: str, num_train_ids: int
                 path.parent.mkdir(parents=True, exist_ok=True)
                 img, labels = render_with_regions(outfit, tuple(image_size), rng)
                 img.save(path)
-                regions[path.relative_to(dataset_dir).as_posix()] = {"phrases": visible_phrases(outfit, labels),
+                visible = visible_phrases(outfit, labels)  # captions name what the picture shows
+                regions[path.relative_to(dataset_dir).as_posix()] = {"phrases": visible,
                                                                       "labels": encode_labels(labels)}
-                captions = [caption(outfit, rng) for _ in range(CAPTIONS_PER_IMAGE[dataset_name])]
+                captions = [caption(outfit, visible, rng) for _ in range(CAPTIONS_PER_IMAGE[dataset_name])]
                 records.append(_record(dataset_name, split, next_pid, rel, captions))
             next_pid += 1
     annotation = CUSTOM_ANNOTATION if dataset_name == "custom" else bench.annotation_files[0]

@@ -1,6 +1,7 @@
 """Toy dataset: CLI + readers for every format, determinism, and that identities are distinguishable."""
 import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 from PIL import Image
 
 from datasets import read_benchmark
+from datasets.phrases import extract_phrases
 from datasets.toy import (COLOURS, HAIR_COLOURS, LIGHTING, REGION_PARTS, decode_labels, encode_labels, make_outfits,
                           part_phrases, read_regions, render_with_regions, visible_phrases)
 from tests.conftest import TOY_SIZES
@@ -128,3 +130,17 @@ def test_regions_file_covers_every_image(toy_root):
         paths = [s.img_path for s in data.train] + [p for split in data.eval_splits.values() for p in split.img_paths]
         keys = {Path(p).relative_to(toy_root / name).as_posix() for p in paths}
         assert keys == set(regions["images"])
+
+
+def test_captions_name_each_visible_part_after_its_own_verb(toy_root):
+    """What the AQA questions rely on: the extracted phrases are exactly the picture's visible parts, and each
+    phrase follows its part's verb, so a masked phrase's left context says which part it is (docs/demo.md point 11)."""
+    regions = read_regions(toy_root / "CUHK-PEDES")["images"]
+    verbs = {"hair": "has", "upper": "is dressed in", "lower": "is wearing", "shoes": "walks in",
+             "backpack": "carries", "bag": "holds", "hat": "wears"}
+    for record in json.loads((toy_root / "CUHK-PEDES" / FILES["CUHK-PEDES"]).read_text()):
+        visible = regions[f"imgs/{record['file_path']}"]["phrases"]
+        for text in record["captions"]:
+            assert sorted(extract_phrases(text)) == sorted(visible.values()), text
+            for part, phrase in visible.items():
+                assert re.search(rf"\b{verbs[part]} (an? )?{re.escape(phrase)}\b", text), (part, text)

@@ -138,7 +138,9 @@ def world(tmp_path_factory, tiny_toy: Path, tiny_run: Path) -> dict[str, Path]:
         for stale in (paths[name] / "CUHK-PEDES").glob("reid_raw_noun*"):
             stale.unlink()
     annotation = paths["latin1"] / "CUHK-PEDES" / "reid_raw.json"
-    annotation.write_bytes(annotation.read_text().replace("A ", "A café ", 1).encode("latin-1"))
+    records = json.loads(annotation.read_text())
+    records[0]["captions"][0] = "A café " + records[0]["captions"][0]
+    annotation.write_bytes(json.dumps(records, ensure_ascii=False).encode("latin-1"))
     annotation = paths["not_text"] / "CUHK-PEDES" / "reid_raw.json"
     records = json.loads(annotation.read_text())
     records[3]["captions"][1] = 7
