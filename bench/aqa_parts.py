@@ -138,7 +138,8 @@ def main(argv: Sequence[str] | None = None) -> tuple[dict[str, PartScore], list[
     if regions is None:
         raise UserError(f"{dataset_dir}: no toy_regions.json: the parts of the questions are known on toy data only")
     entries = [regions["images"][Path(r.img_path).relative_to(dataset_dir).as_posix()] for r in records]
-    questions = [q for i, r in enumerate(records) for c in r.captions for q in toy_questions(c, i, entries[i]["phrases"])]
+    questions = [q for i, r in enumerate(records) for c in r.captions
+                 for q in toy_questions(c, i, entries[i]["phrases"])]
     random.Random(args.seed).shuffle(questions)
     questions = questions[:args.max_questions]
     batch_size = args.batch_size or cfg.batch_size

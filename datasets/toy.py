@@ -2,11 +2,11 @@
 
 Each identity has a fixed outfit (hair, upper garment, lower garment, shoes, optional bag or hat) in
 colours that CLIP's BPE keeps as one token; its images jitter pose, scale, position, background and
-lighting. The files follow the chosen benchmark's exact layout and JSON (SPEC 2), so the real readers load
-them. Within a split no two identities share the (upper, lower) colour pair, so retrieval is learnable.
-The generator knows where it paints each garment: ``toy_regions.json`` beside the annotation records, per image,
-the phrase naming each part and a label map of the visible pixels of each part (the pointing game of
-tools/visualize_grounding.py).
+lighting. Each caption names the parts its picture shows, head to feet, each phrase after its part's own verb.
+The files follow the chosen benchmark's exact layout and JSON (SPEC 2), so the real readers load them. Within a
+split no two identities share the (upper, lower) colour pair, so retrieval is learnable. The generator knows
+where it paints each garment: ``toy_regions.json`` beside the annotation records, per image, the phrase naming
+each part and a label map of the visible pixels of each part (the pointing game of tools/visualize_grounding.py).
 """
 from __future__ import annotations
 
