@@ -203,7 +203,11 @@ def main(argv: Sequence[str] | None = None) -> dict | None:
             every_maps = compute_maps(model, every, images, cfg, device)
             scores, hits = pointing_game(every_maps, every, labels, cfg, model.backbone.visual.grid)
             first = {i: records[i].captions[0] for i in shown}
-            keep = [j for j, q in enumerate(every) if first.get(q.image) == q.caption]
+            keep, seen = [], set()
+            for j, q in enumerate(every):  # each phrase of the first caption once (an image's captions may be equal)
+                if first.get(q.image) == q.caption and (q.image, q.phrase) not in seen:
+                    seen.add((q.image, q.phrase))
+                    keep.append(j)
             drawn, maps, verdicts = [every[j] for j in keep], every_maps[keep], [hits[j] for j in keep]
     path = save_png(draw(drawn, maps, images, model.sgiha.layers, verdicts), out)
     logger.info("wrote %s", path)
