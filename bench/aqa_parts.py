@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # project imports 
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from datasets.aqa import find_occurrences, question_and_answer  # noqa: E402
 from datasets.toy import read_regions  # noqa: E402
 from datasets.transforms import build_transform  # noqa: E402
-from inference.grounding import Question, bridge_features, encode_questions, load_grounding_model  # noqa: E402
+from inference.grounding import (Question, bridge_features, encode_answers, encode_questions,  # noqa: E402
+                                 load_grounding_model)
 from model.objectives import compute_aqa, cosine_matrix  # noqa: E402
 from tools.visualize_grounding import split_records, toy_questions  # noqa: E402
 from utils.config import Config, load_config  # noqa: E402
@@ -62,10 +62,15 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
     return args, overrides
 
 
+def whole_batches(count: int, batch_size: int) -> range:
+    """Start indices of the whole batches of ``count`` items (a last, incomplete batch is dropped)."""
+    return range(0, count - batch_size + 1, batch_size)
+
+
 def pick_answers(answer: Tensor, bridge: Tensor, batch_size: int) -> Tensor:
     """For each question i, the index of the answer its output Z is closest to (cosine) within i's batch."""
     picks = []
-    for start in range(0, len(bridge) - batch_size + 1, batch_size):  # whole batches only
+    for start in whole_batches(len(bridge), batch_size):
         scores = cosine_matrix(bridge[start:start + batch_size], answer[start:start + batch_size])
         picks.append(scores.argmax(dim=1) + start)
     return torch.cat(picks) if picks else torch.zeros(0, dtype=torch.long)
@@ -74,7 +79,7 @@ def pick_answers(answer: Tensor, bridge: Tensor, batch_size: int) -> Tensor:
 def batch_losses(answer: Tensor, bridge: Tensor, batch_size: int, temperature: float) -> list[float]:
     """SPEC 6.4's AQA loss of each whole batch."""
     return [float(compute_aqa(answer[s:s + batch_size], bridge[s:s + batch_size], temperature))
-            for s in range(0, len(bridge) - batch_size + 1, batch_size)]
+            for s in whole_batches(len(bridge), batch_size)]
 
 
 def part_scores(picks: Tensor, questions: Sequence[Question]) -> dict[str, PartScore]:
@@ -90,29 +95,20 @@ def part_scores(picks: Tensor, questions: Sequence[Question]) -> dict[str, PartS
     return {part: PartScore(*row) for part, row in sorted(tallies.items())}
 
 
-def encode_answers(questions: Sequence[Question], cfg: Config) -> Tensor:
-    """Answer ids [Q, L] of each question's first phrase occurrence (SPEC 6.1 step 4)."""
-    tokenizer = get_tokenizer()
-    ids = []
-    for q in questions:
-        _, answer = question_and_answer(q.caption, find_occurrences(q.caption, q.phrase)[0], tokenizer,
-                                        cfg.sgiha.answer_prefix_masks)
-        ids.append(tokenizer(answer, cfg.text_length))
-    return torch.stack(ids)
-
-
 @torch.no_grad()
 def features(model, questions: Sequence[Question], image_paths: Sequence[str], cfg: Config,
              device: torch.device) -> tuple[Tensor, Tensor]:
     """Answer features and SG-IHA outputs [Q, D] of the questions, in chunks of test_batch_size."""
-    transform = build_transform(cfg, train=False)
+    transform, tokenizer = build_transform(cfg, train=False), get_tokenizer()
+    pixels = {i: transform(load_image(image_paths[i])) for i in sorted({q.image for q in questions})}  # once each
     answers, bridges = [], []
     for start in range(0, len(questions), cfg.test_batch_size):
         chunk = questions[start:start + cfg.test_batch_size]
-        question_ids, _ = encode_questions(chunk, get_tokenizer(), cfg)
-        pixels = torch.stack([transform(load_image(image_paths[q.image])) for q in chunk]).to(device)
-        bridges.append(bridge_features(model, pixels, question_ids.to(device)).cpu())
-        answers.append(model.backbone.text_features(encode_answers(chunk, cfg).to(device)).global_feat.cpu())
+        question_ids, _ = encode_questions(chunk, tokenizer, cfg)
+        images = torch.stack([pixels[q.image] for q in chunk]).to(device)
+        bridges.append(bridge_features(model, images, question_ids.to(device)).cpu())
+        answer_ids = encode_answers(chunk, tokenizer, cfg).to(device)
+        answers.append(model.backbone.text_features(answer_ids).global_feat.cpu())
     return torch.cat(answers), torch.cat(bridges)
 
 

@@ -53,17 +53,24 @@ def load_grounding_model(cfg: Config, checkpoint: str | os.PathLike, device: tor
     return model.to(device).eval()
 
 
+def _question_and_answer(q: Question, tokenizer: Tokenizer, cfg: Config) -> tuple[str, str]:
+    """SPEC 6.1's question and answer texts for the question's first phrase occurrence."""
+    spans = find_occurrences(q.caption, q.phrase)
+    if not spans:
+        raise ValueError(f"phrase {q.phrase!r} does not occur in caption {q.caption!r}")
+    return question_and_answer(q.caption, spans[0], tokenizer, cfg.sgiha.answer_prefix_masks)
+
+
 def encode_questions(questions: Sequence[Question], tokenizer: Tokenizer, cfg: Config) -> tuple[Tensor, Tensor]:
     """Question ids [Q, L] and the masked positions [Q, L] (bool) of each question's first phrase occurrence."""
-    ids = []
-    for q in questions:
-        spans = find_occurrences(q.caption, q.phrase)
-        if not spans:
-            raise ValueError(f"phrase {q.phrase!r} does not occur in caption {q.caption!r}")
-        text, _ = question_and_answer(q.caption, spans[0], tokenizer, cfg.sgiha.answer_prefix_masks)
-        ids.append(tokenizer(text, cfg.text_length))
-    question_ids = torch.stack(ids)
+    question_ids = torch.stack([tokenizer(_question_and_answer(q, tokenizer, cfg)[0], cfg.text_length)
+                                for q in questions])
     return question_ids, question_ids == tokenizer.mask_id
+
+
+def encode_answers(questions: Sequence[Question], tokenizer: Tokenizer, cfg: Config) -> Tensor:
+    """Answer ids [Q, L] of each question (SPEC 6.1 step 4: the prefix masks, then the phrase)."""
+    return torch.stack([tokenizer(_question_and_answer(q, tokenizer, cfg)[1], cfg.text_length) for q in questions])
 
 
 @torch.no_grad()
