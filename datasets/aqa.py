@@ -83,9 +83,9 @@ def question_and_answer(caption: str, span: Span, tokenizer: Tokenizer, answer_p
     return question, answer
 
 
-def attention_mask(text: str, tokenizer: Tokenizer, context_length: int) -> torch.LongTensor:
+def attention_mask(sequence_length: int, context_length: int) -> torch.LongTensor:
     """1 from SOT through EOT, 0 on padding (computed from the length: token id 0 is '!', not only padding)."""
-    length = min(len(tokenizer.encode(text)) + 2, context_length)
+    length = min(sequence_length, context_length)
     mask = torch.zeros(context_length, dtype=torch.long)
     mask[:length] = 1
     return mask
@@ -97,5 +97,6 @@ def make_aqa_sample(caption: str, phrases: Sequence[str], tokenizer: Tokenizer, 
     """Question ids, question attention mask and answer ids of one draw of a training caption."""
     span = choose_span(caption, phrases, rng, min_word_len, fallback_min_len)
     question, answer = question_and_answer(caption, span, tokenizer, answer_prefix_masks)
-    return AQASample(tokenizer(question, context_length), attention_mask(question, tokenizer, context_length),
+    question_ids = tokenizer.sequence(question)
+    return AQASample(tokenizer.fit(question_ids, context_length), attention_mask(len(question_ids), context_length),
                      tokenizer(answer, context_length))

@@ -10,7 +10,6 @@ import textwrap
 from functools import lru_cache
 from typing import Sequence
 
-import regex as re
 import torch
 
 logger = logging.getLogger(__name__)
@@ -46,7 +45,7 @@ class Tokenizer:
         """BPE ids of already-cleaned text that holds no mask token."""
         clip = self._clip
         ids: list[int] = []
-        for word in re.findall(clip.pat, text):
+        for word in clip.pat.findall(text):
             word = "".join(clip.byte_encoder[b] for b in word.encode("utf-8"))
             ids.extend(clip.encoder[piece] for piece in clip.bpe(word).split(" "))
         return ids
