@@ -31,6 +31,17 @@ def test_patches_on_part_by_hand():
     assert overlapping.tolist() == [False, True, True]  # rows 1-2 and 2-3 of the input hold input row 2
 
 
+def test_each_phrase_of_the_first_caption_is_drawn_once():
+    same = "The man has short black hair and walks in red shoes."
+    other = "The woman is dressed in a blue coat."
+    questions = [Question(0, same, "short black hair", "hair"), Question(0, same, "red shoes", "shoes"),
+                 Question(0, same, "short black hair", "hair"), Question(0, same, "red shoes", "shoes"),  # equal 2nd
+                 Question(1, other, "blue coat", "upper"),  # image 1 is not shown
+                 Question(2, other, "blue coat", "upper"), Question(2, same, "red shoes", "shoes")]  # 2nd caption
+    first = {0: same, 2: other}
+    assert visualize_grounding.first_caption_questions(questions, first) == [0, 1, 5]
+
+
 def test_pointing_game_counts_peaks_on_the_part():
     cfg = load_config(None, {"img_size": [4, 4], "stride_size": 2, "backbone.patch_size": 2})
     labels = np.zeros((4, 4), dtype=np.uint8)

@@ -139,6 +139,17 @@ def pointing_game(maps: torch.Tensor, questions: list[Question], labels: list[np
     return scores, verdicts
 
 
+def first_caption_questions(questions: list[Question], first: dict[int, str]) -> list[int]:
+    """Indices of the questions to draw: each phrase of a shown image's first caption once (``first``: image index
+    -> its first caption), although an image's captions may be equal and so ask the same question twice."""
+    keep, seen = [], set()
+    for j, q in enumerate(questions):
+        if first.get(q.image) == q.caption and (q.image, q.phrase) not in seen:
+            seen.add((q.image, q.phrase))
+            keep.append(j)
+    return keep
+
+
 def heat_overlay(image: Image.Image, attention: np.ndarray) -> Image.Image:
     """``attention`` [rows, cols] scaled to [0, 1], coloured and blended over ``image``."""
     span = attention.max() - attention.min()
@@ -202,12 +213,7 @@ def main(argv: Sequence[str] | None = None) -> dict | None:
                      for q in toy_questions(c, i, entries[i]["phrases"])]
             every_maps = compute_maps(model, every, images, cfg, device)
             scores, hits = pointing_game(every_maps, every, labels, cfg, model.backbone.visual.grid)
-            first = {i: records[i].captions[0] for i in shown}
-            keep, seen = [], set()
-            for j, q in enumerate(every):  # each phrase of the first caption once (an image's captions may be equal)
-                if first.get(q.image) == q.caption and (q.image, q.phrase) not in seen:
-                    seen.add((q.image, q.phrase))
-                    keep.append(j)
+            keep = first_caption_questions(every, {i: records[i].captions[0] for i in shown})
             drawn, maps, verdicts = [every[j] for j in keep], every_maps[keep], [hits[j] for j in keep]
     path = save_png(draw(drawn, maps, images, model.sgiha.layers, verdicts), out)
     logger.info("wrote %s", path)
