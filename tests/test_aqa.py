@@ -118,3 +118,12 @@ def test_a_sample_is_drawn_from_the_given_generator_alone(tokenizer):
             assert torch.equal(sample.answer_ids, tokenizer(f"<|mask|> <|mask|> <|mask|> {phrase}"))
     finally:
         random.setstate(state)
+
+
+def test_a_truncated_question_is_attended_to_its_last_position(tokenizer):
+    caption = "The man has short black hair, is dressed in a red coat and walks in black boots."
+    kw = {**KW, "context_length": 8}
+    sample = make_aqa_sample(caption, ["black boots"], tokenizer, random.Random(0), **kw)
+    assert len(tokenizer.encode(caption)) + 2 > 8
+    assert sample.question_mask.tolist() == [1] * 8  # no padding left: every position is attended
+    assert sample.question_ids[-1].item() == tokenizer.eot_id and sample.answer_ids.shape == (8,)
