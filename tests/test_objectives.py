@@ -72,6 +72,22 @@ def test_mlm_averages_cross_entropy_over_labelled_positions_only():
     assert math.isclose(compute_mlm(scores[masked], labels[masked]).item(), sum(terms) / len(terms), rel_tol=1e-6)
 
 
+def test_mlm_gradient_reaches_labelled_positions_only():
+    """The gradient of the mean over labelled positions: zero rows where the label is 0, and on the others that of
+    a per-row log-softmax written out (compute_mlm skips unlabelled rows by ignore_index, not by selecting rows)."""
+    torch.manual_seed(1)
+    scores = torch.randn(3, 4, 7, dtype=torch.float64, requires_grad=True)
+    labels = torch.tensor([[0, 3, 0, 6], [1, 0, 0, 0], [0, 0, 2, 5]])
+    compute_mlm(scores, labels).backward()
+    got = scores.grad.clone()
+    scores.grad = None
+    masked = labels != 0
+    picked = scores.log_softmax(dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    (-(picked * masked).sum() / masked.sum()).backward()
+    assert torch.allclose(got, scores.grad, atol=1e-12)
+    assert got[~masked].abs().max().item() == 0
+
+
 def test_aqa_matches_the_loop_at_temperature_004():
     torch.manual_seed(0)
     answers, bridges = torch.randn(5, 6, dtype=torch.float64), torch.randn(5, 6, dtype=torch.float64)
