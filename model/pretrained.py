@@ -149,7 +149,8 @@ def _cached_file(name: str) -> str | None:
 def openai_state_dict(choice: str) -> dict[str, Tensor]:
     """OpenAI's weights for ``choice`` from the CLIP package's cache, or downloaded through it when online."""
     if choice not in OPEN_CLIP_NAMES:
-        raise PretrainedError(f"pretrain_choice {choice!r}: choose one of {list(OPEN_CLIP_NAMES)} or 'none'")
+        raise PretrainedError(f"pretrain_choice {choice!r}: choose one of {list(OPEN_CLIP_NAMES)}, 'file' (with "
+                              f"pretrain_path) or 'none'")
     name = OPEN_CLIP_NAMES[choice]
     cached = _cached_file(name)
     if cached:

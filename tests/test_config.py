@@ -139,6 +139,8 @@ def test_a_run_folder_of_an_earlier_version_still_loads(tmp_path, caplog):
     ({"early_stop_epoch": None}, None),
     ({"early_stop_epoch": 0}, "early_stop_epoch = 0"),
     ({"pretrain_path": 3}, "pretrain_path = 3 must be a path"),
+    ({"pretrain_choice": "file"}, "pretrain_choice = 'file': needs pretrain_path"),
+    ({"pretrain_choice": "file", "pretrain_path": "weights.safetensors"}, None),
     ({"device": "gpu"}, "device = 'gpu': must be auto, cpu, cuda or cuda:N"),
     ({"seed": 2 ** 32}, "seed = 4294967296: must be a whole number in [0, 4294967295]"),  # np.random.seed's range
     ({"seed": 2 ** 32 - 1}, None),

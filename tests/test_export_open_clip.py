@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from datasets.build import build_eval_sets
 from datasets.transforms import build_transform
-from model.build import load_retrieval_model
+from model.build import build_model, load_retrieval_model
 from model.clip import CLIP
 from model.open_clip_format import LOCAL_DIR_CONFIG, WEIGHTS_FILE, ExportError, read_export
 from processor.evaluator import evaluate
@@ -99,6 +99,20 @@ def test_every_export_file_follows_the_umask(demo_run: Path, tmp_path: Path):
     assert files.name == f"sgiha-{demo_run.name}"
     modes = {path.name: oct(path.stat().st_mode & 0o777) for path in files.weights.parent.iterdir()}
     assert modes == {name: oct(0o640) for name in (WEIGHTS_FILE, LOCAL_DIR_CONFIG, f"{files.name}.json")}
+
+
+def test_half_export_is_the_full_export_in_fp16_and_a_pretrain_path(demo_run: Path, exported, tmp_path: Path):
+    """--half (how weights/demo_backbone was written) stores each float tensor rounded to fp16, nothing else
+    changed; pretrain_choice file reads it back into a backbone as those fp16 values in fp32."""
+    full = load_file(str(exported[0].weights))
+    half_file = export(demo_run, tmp_path / "half", "--half")[0].weights
+    half = load_file(str(half_file))
+    assert half.keys() == full.keys()
+    for key, value in full.items():
+        assert half[key].dtype == torch.float16 and torch.equal(half[key], value.half()), key
+    cfg = load_config(demo_run / CONFIG_FILE, {"pretrain_choice": "file", "pretrain_path": str(half_file)})
+    backbone = build_model(cfg, num_classes=4).backbone.state_dict()
+    assert all(torch.equal(backbone[k], v.float()) for k, v in half.items())
 
 
 def test_open_clip_model_gives_our_features(demo_run: Path, exported, ours: CLIP):

@@ -1,6 +1,6 @@
 """Export a trained run's retrieval model (the CLIP backbone, SPEC 6.5) for open_clip.
 
-    python tools/export_open_clip.py --config_file <run> --out DIR [--checkpoint PATH] [--name NAME]
+    python tools/export_open_clip.py --config_file <run> --out DIR [--checkpoint PATH] [--name NAME] [--half]
 
 Writes into DIR the open_clip model config ``NAME.json``, ``open_clip_config.json`` (the same model config with
 this project's evaluation preprocessing, for open_clip's ``local-dir:DIR`` models) and the weights
@@ -29,6 +29,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                              f"{CHECKPOINT_RULE})")
     parser.add_argument("--out", required=True, help="folder to write the export into")
     parser.add_argument("--name", help="open_clip model name (default: sgiha-<run folder name>)")
+    parser.add_argument("--half", action="store_true", help="store the weights in fp16 (half the file size; "
+                                                            "open_clip and pretrain_path cast them back on load)")
     return parser.parse_args(argv)
 
 
@@ -86,7 +88,8 @@ def main(argv: Sequence[str] | None = None) -> ExportFiles:
         raise CheckpointError(f"--config_file {args.config_file}: no {BEST_CHECKPOINT} beside it; give a run "
                               f"folder (<output_dir>/<dataset>/<run>/) or --checkpoint")
     model = load_retrieval_model(cfg, checkpoint, torch.device("cpu"))
-    files = write_export(cfg, model.state_dict(), Path(args.out), name)
+    state = {k: v.half() if args.half and v.is_floating_point() else v for k, v in model.state_dict().items()}
+    files = write_export(cfg, state, Path(args.out), name)
     print(f"wrote {files.model_config}, {files.local_config} and {files.weights}; load them with:\n")
     print(loading_code(files))
     return files

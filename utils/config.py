@@ -29,7 +29,7 @@ CHOICES: dict[str, tuple] = {
     "amp": ("auto", "fp16", "bf16", "none"),
     "sampler": ("random", "identity"),
     "phrase_backend": ("pattern", "spacy"),
-    "pretrain_choice": ("ViT-B/16", "ViT-B/32", "ViT-L/14", "none"),
+    "pretrain_choice": ("ViT-B/16", "ViT-B/32", "ViT-L/14", "file", "none"),
     "sgiha.filter": ("dot", "res", "none"),
     "optimizer": ("Adam", "AdamW", "SGD"),
     "lrscheduler": ("cosine", "step"),

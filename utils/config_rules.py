@@ -177,6 +177,8 @@ def _check_relations(cfg) -> None:
             _fail(f"{section}.heads", cfg[section].heads, f"must divide backbone.embed_dim = {b.embed_dim}")
     if cfg.mlm.mask_ratio + cfg.mlm.random_ratio > 1:
         _fail("mlm.random_ratio", cfg.mlm.random_ratio, f"plus mlm.mask_ratio ({cfg.mlm.mask_ratio}) must be <= 1")
+    if cfg.pretrain_choice == "file" and not cfg.pretrain_path:
+        _fail("pretrain_choice", cfg.pretrain_choice, "needs pretrain_path: the weights file to start from")
     if "aqa" in losses:
         _check_sgiha_layers(cfg.sgiha.layers, min(b.vision_layers, b.text_layers))
     if cfg.sampler == "identity" and cfg.batch_size % cfg.num_instance:
