@@ -131,7 +131,8 @@ def test_zero_shot_evaluates_the_config_s_pretrained_weights(run, openai_files, 
 def test_zero_shot_needs_pretrained_weights(run, tmp_path):
     toy, _ = run
     result = subprocess.run([sys.executable, str(ROOT / "test.py"), "--config_file", str(CONFIG_DIR / "demo.yaml"),
-                             "--checkpoint", "pretrained", "--root_dir", str(toy), "--out_dir", str(tmp_path / "o")],
+                             "--checkpoint", "pretrained", "--pretrain_choice", "none", "--root_dir", str(toy),
+                             "--out_dir", str(tmp_path / "o")],
                             capture_output=True, text=True)
     assert result.returncode == 2 and "pretrain_choice = 'none' and no pretrain_path" in result.stderr
     assert not (tmp_path / "o").exists()
