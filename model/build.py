@@ -182,6 +182,8 @@ class TrainingModel(nn.Module):
 def build_model(cfg, num_classes: int, world_size: int = 1, rank: int = 0) -> TrainingModel:
     """The training model of ``cfg.loss_names``, with OpenAI weights unless ``pretrain_choice`` is none."""
     if cfg.pretrain_choice == "none":
+        if cfg.pretrain_path:
+            logger.info("pretrain_choice none: random initial weights; pretrain_path %s is not read", cfg.pretrain_path)
         return TrainingModel(cfg, num_classes, world_size, rank)
     # Weights first: a missing file fails before the model is allocated.
     state = pretrained_state_dict(cfg.pretrain_choice, cfg.pretrain_path)
@@ -252,9 +254,9 @@ def load_retrieval_model(cfg: Config, checkpoint: str | os.PathLike, device: tor
 def load_pretrained_model(cfg: Config, device: torch.device) -> CLIP:
     """The zero-shot model: the config's pretrained CLIP weights (pretrain_choice / pretrain_path, SPEC 3) with the
     positional grid resized to img_size / stride_size, in eval mode."""
-    if cfg.pretrain_choice == "none" and not cfg.pretrain_path:
-        raise ConfigError("pretrain_choice = 'none' and no pretrain_path: there are no pretrained weights to "
-                          "evaluate; set pretrain_choice (e.g. ViT-B/16) or pretrain_path")
+    if cfg.pretrain_choice == "none":  # random weights, as in training: a pretrain_path is not read
+        raise ConfigError("pretrain_choice = 'none': there are no pretrained weights to evaluate; set pretrain_choice "
+                          "(e.g. ViT-B/16, or file with pretrain_path)")
     model = build_retrieval_model(cfg)
     load_pretrained(model, cfg.pretrain_choice, cfg.pretrain_path, cfg.backbone.pretrain_grid)
     logger.info("zero-shot model: %s", cfg.pretrain_path or f"OpenAI {cfg.pretrain_choice}")

@@ -64,3 +64,13 @@ def test_shipped_backbone_retrieves_people_it_never_saw(tmp_path):
     ten_times_chance = 10 * 100 / TEST_IDS
     assert zero_shot_rank1(demo_config().pretrain_path, "shipped") >= ten_times_chance
     assert zero_shot_rank1(str(random_weights), "random") < ten_times_chance
+
+
+def test_pretrain_choice_none_reads_no_weights_file():
+    """--pretrain_choice none on the demo (docs/demo.md's from-scratch runs) trains from random weights although the
+    config still names the file (test_evaluate: zero-shot then has nothing to evaluate)."""
+    cfg = load_config(DEMO, {"pretrain_choice": "none", "pretrain_path": demo_config().pretrain_path})
+    weights = load_file(cfg.pretrain_path)
+    torch.manual_seed(0)
+    backbone = build_model(cfg, num_classes=cfg.toy.num_train_ids).backbone.state_dict()
+    assert not any(torch.equal(backbone[k], weights[k].float()) for k in ("token_embedding.weight", "visual.proj"))

@@ -134,5 +134,5 @@ def test_zero_shot_needs_pretrained_weights(run, tmp_path):
                              "--checkpoint", "pretrained", "--pretrain_choice", "none", "--root_dir", str(toy),
                              "--out_dir", str(tmp_path / "o")],
                             capture_output=True, text=True)
-    assert result.returncode == 2 and "pretrain_choice = 'none' and no pretrain_path" in result.stderr
+    assert result.returncode == 2 and "pretrain_choice = 'none': there are no pretrained weights" in result.stderr
     assert not (tmp_path / "o").exists()
