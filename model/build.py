@@ -180,7 +180,8 @@ class TrainingModel(nn.Module):
 
 
 def build_model(cfg, num_classes: int, world_size: int = 1, rank: int = 0) -> TrainingModel:
-    """The training model of ``cfg.loss_names``, with OpenAI weights unless ``pretrain_choice`` is none."""
+    """The training model of ``cfg.loss_names``, with pretrained weights (OpenAI's, or ``pretrain_path``'s) unless
+    ``pretrain_choice`` is none."""
     if cfg.pretrain_choice == "none":
         if cfg.pretrain_path:
             logger.info("pretrain_choice none: random initial weights; pretrain_path %s is not read", cfg.pretrain_path)

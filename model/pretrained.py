@@ -44,7 +44,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     path = Path(path)
     if not path.is_file():
         raise PretrainedError(f"pretrain_path {path}: no such file; expected OpenAI's TorchScript archive "
-                              f"(e.g. ViT-B-16.pt) or a state dict saved with torch.save")
+                              f"(e.g. ViT-B-16.pt), a state dict saved with torch.save or a safetensors file "
+                              f"(a relative path is read from the working directory)")
     try:
         with warnings.catch_warnings():  # TorchScript is deprecated, but it is the format OpenAI ships
             warnings.simplefilter("ignore", FutureWarning)
