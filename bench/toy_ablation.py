@@ -75,8 +75,8 @@ def format_table(rows: dict[str, list[dict[str, float]]], seeds: Sequence[int], 
             pointing = f"{mean_std([r['pointing'] for r in runs])} ({statistics.fmean(r['chance'] for r in runs):.1f})"
         lines.append(f"| {recipe} | {recipe_losses(recipe)} | {len(runs)} | {mean_std([r['R1'] for r in runs])} | "
                      f"{mean_std([r['mAP'] for r in runs])} | {pointing} |")
-    lines += ["", "Mean ± sample std over the seeds. Toy numbers: a from-scratch tiny CLIP on generated pictures, "
-              "not the method's benchmark numbers."]
+    lines += ["", "Mean ± sample std over the seeds. Toy numbers: a tiny CLIP on generated pictures, not the method's "
+              "benchmark numbers."]
     return "\n".join(lines) + "\n"
 
 
