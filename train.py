@@ -38,6 +38,7 @@ from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 from datasets.build import build_dataloaders  # noqa: E402
 from datasets.toy import make_toy_dataset  # noqa: E402
 from model.build import build_model  # noqa: E402
+from model.pretrained import check_file  # noqa: E402
 from processor.amp import build_grad_scaler  # noqa: E402
 from processor.plan import memory_warning  # noqa: E402
 from processor.trainer import TrainState, fit, last_epoch  # noqa: E402
@@ -192,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     cfg = absolute_paths(load_config(config_file, overrides))
     if resume is None:
         check_output_dir(cfg)  # before any work: no run folder could be made under a file
+    if cfg.pretrain_choice != "none" and cfg.pretrain_path:
+        check_file(cfg.pretrain_path)  # before any work: the toy dataset is not generated for a run that cannot start
     world_size = env_world_size()
     per_process(cfg.batch_size, world_size, "batch_size")
     per_process(cfg.test_batch_size, world_size, "test_batch_size")

@@ -37,15 +37,20 @@ class PretrainedError(UserError, RuntimeError):
     """Pretrained weights that cannot be found, read, or fitted to the configured backbone."""
 
 
+def check_file(path: str | os.PathLike) -> None:
+    """Raise the error for a ``pretrain_path`` that names no file."""
+    if not Path(path).is_file():
+        raise PretrainedError(f"pretrain_path {path}: no such file; expected OpenAI's TorchScript archive "
+                              f"(e.g. ViT-B-16.pt), a state dict saved with torch.save or a safetensors file "
+                              f"(a relative path is read from the working directory)")
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     """Tensors of an OpenAI TorchScript archive, a ``torch.save``'d state dict, or a safetensors file."""
     from open_clip.factory import load_state_dict
 
     path = Path(path)
-    if not path.is_file():
-        raise PretrainedError(f"pretrain_path {path}: no such file; expected OpenAI's TorchScript archive "
-                              f"(e.g. ViT-B-16.pt), a state dict saved with torch.save or a safetensors file "
-                              f"(a relative path is read from the working directory)")
+    check_file(path)
     try:
         with warnings.catch_warnings():  # TorchScript is deprecated, but it is the format OpenAI ships
             warnings.simplefilter("ignore", FutureWarning)

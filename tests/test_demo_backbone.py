@@ -6,11 +6,13 @@ import json
 from pathlib import Path
 
 import torch
+import pytest
 from safetensors.torch import load_file, save_file
 
 from datasets.toy import make_toy_dataset
 from model.build import build_model
 from model.clip import CLIP
+from model.pretrained import PretrainedError
 from tests.cli_checks import REPO
 from tests.tiny_run import load_test_script
 from utils.config import CONFIG_DIR, load_config
@@ -74,3 +76,14 @@ def test_pretrain_choice_none_reads_no_weights_file():
     torch.manual_seed(0)
     backbone = build_model(cfg, num_classes=cfg.toy.num_train_ids).backbone.state_dict()
     assert not any(torch.equal(backbone[k], weights[k].float()) for k in ("token_embedding.weight", "visual.proj"))
+
+
+def test_demo_started_elsewhere_fails_before_generating_data(tmp_path, monkeypatch):
+    """From another working directory the demo's relative weights path names no file: one error naming the path it
+    tried, and no toy dataset generated for a run that cannot start."""
+    import train
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PretrainedError, match=f"pretrain_path {tmp_path}/weights/demo_backbone/.*no such file"):
+        train.main(["--config_file", str(DEMO)])
+    assert list(tmp_path.iterdir()) == []
