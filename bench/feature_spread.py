@@ -7,9 +7,8 @@ question) and, every ``--every`` steps and before the first, prints the mean los
 line and, for one fixed batch encoded anew, the mean and std
 of the cosine between the global features of two different images, of two different captions, and the gap
 between matching and non-matching image-caption cosines. A mean near 1 is a collapsed tower (every input gives
-the same feature): no loss that reads the features (SDM, ID, AQA) can learn until it spreads again. The backbone
-starts from random weights unless ``--pretrain_choice`` says otherwise (the collapse is a from-scratch property).
-docs/demo.md reports what it measured on the demo (points 5-7, before the demo started from a pretrained backbone).
+the same feature): no loss that reads the features (SDM, ID, AQA) can learn until it spreads again. docs/demo.md
+reports what it measured on the demo.
 """
 from __future__ import annotations
 
@@ -30,8 +29,6 @@ from processor.amp import backward_step  # noqa: E402
 from solver.build import build_optimizer  # noqa: E402
 from utils.config import CONFIG_DIR, load_config  # noqa: E402
 from utils.seed import set_seed  # noqa: E402
-
-FROM_SCRATCH = ("--pretrain_choice", "none")  # the default start: random weights (overridable on the command line)
 
 
 class Spread(NamedTuple):
@@ -71,7 +68,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
 def main(argv: Sequence[str] | None = None) -> list[tuple[int, dict[str, float], Spread]]:
     """(step, mean losses of the steps since the previous measurement, spread) per measurement; also printed."""
     args, overrides = parse_args(argv)
-    cfg = load_config(args.config_file, list(FROM_SCRATCH) + overrides)
+    cfg = load_config(args.config_file, overrides)
     set_seed(cfg.seed)
     data = build_dataloaders(cfg)
     model = build_model(cfg, data.num_classes).train()

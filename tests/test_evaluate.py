@@ -130,7 +130,7 @@ def test_zero_shot_evaluates_the_config_s_pretrained_weights(run, openai_files, 
 @pytest.mark.slow
 def test_zero_shot_needs_pretrained_weights(run, tmp_path):
     toy, _ = run
-    result = subprocess.run([sys.executable, str(ROOT / "test.py"), "--config_file", str(CONFIG_DIR / "demo.yaml"),
+    result = subprocess.run([sys.executable, str(ROOT / "test.py"), "--config_file", str(CONFIG_DIR / "demo_pretrained.yaml"),
                              "--checkpoint", "pretrained", "--pretrain_choice", "none", "--root_dir", str(toy),
                              "--out_dir", str(tmp_path / "o")],
                             capture_output=True, text=True)

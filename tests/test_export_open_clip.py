@@ -102,7 +102,7 @@ def test_every_export_file_follows_the_umask(demo_run: Path, tmp_path: Path):
 
 
 def test_half_export_is_the_full_export_in_fp16_and_a_pretrain_path(demo_run: Path, exported, tmp_path: Path):
-    """--half (how weights/demo_backbone was written) stores each float tensor rounded to fp16, nothing else
+    """--half (how configs/demo_pretrained.yaml's weights are written) stores each float tensor rounded to fp16, nothing else
     changed; pretrain_choice file reads it back into a backbone as those fp16 values in fp32."""
     full = load_file(str(exported[0].weights))
     half_file = export(demo_run, tmp_path / "half", "--half")[0].weights
@@ -110,7 +110,10 @@ def test_half_export_is_the_full_export_in_fp16_and_a_pretrain_path(demo_run: Pa
     assert half.keys() == full.keys()
     for key, value in full.items():
         assert half[key].dtype == torch.float16 and torch.equal(half[key], value.half()), key
-    cfg = load_config(demo_run / CONFIG_FILE, {"pretrain_choice": "file", "pretrain_path": str(half_file)})
+    run_cfg = load_config(demo_run / CONFIG_FILE)
+    grid = [side // run_cfg.stride_size for side in run_cfg.img_size]  # the export's own patch grid
+    cfg = load_config(demo_run / CONFIG_FILE, {"pretrain_choice": "file", "pretrain_path": str(half_file),
+                                               "backbone.pretrain_grid": grid})
     backbone = build_model(cfg, num_classes=4).backbone.state_dict()
     assert all(torch.equal(backbone[k], v.float()) for k, v in half.items())
 

@@ -21,7 +21,7 @@ def make_tiny_toy(root: Path) -> Path:
 
 def tiny_args(toy_root: Path, out: Path, *extra: str) -> list[str]:
     return ["--config_file", DEMO, "--root_dir", str(toy_root), "--output_dir", str(out),
-            "--pretrain_choice", "none", "--num_workers", "0", "--batch_size", "8",
+            "--num_workers", "0", "--batch_size", "8",
             "--test_batch_size", "16", "--img_size", "[32, 16]", "--text_length", "40", "--num_epoch", "2",
             "--eval_period", "1", "--tensorboard", "false", "--warmup_epochs", "0", "--backbone.embed_dim", "32",
             "--backbone.vision_width", "32", "--backbone.text_width", "32", "--backbone.vision_layers", "3",
