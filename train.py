@@ -41,6 +41,7 @@ from model.build import build_model  # noqa: E402
 from model.pretrained import check_file  # noqa: E402
 from processor.amp import build_grad_scaler  # noqa: E402
 from processor.plan import memory_warning  # noqa: E402
+from processor.pretrain_build import PretrainBuildError, build_commands, build_pretrained, needs_build  # noqa: E402
 from processor.trainer import TrainState, fit, last_epoch  # noqa: E402
 from solver import build_lr_scheduler, build_optimizer  # noqa: E402
 from solver.build import continue_schedule, scheduled_lrs  # noqa: E402
@@ -193,9 +194,15 @@ def main(argv: Sequence[str] | None = None) -> Path:
     cfg = absolute_paths(load_config(config_file, overrides))
     if resume is None:
         check_output_dir(cfg)  # before any work: no run folder could be made under a file
+    world_size = env_world_size()
+    if needs_build(cfg):  # the demo's backbone: made once, as a download would be
+        if world_size > 1:
+            raise PretrainBuildError(f"pretrain_path {cfg.pretrain_path} is missing: build it with one process "
+                                     f"first (python train.py --config_file {config_file}), or by hand: "
+                                     f"{build_commands(cfg)}")
+        build_pretrained(cfg)
     if cfg.pretrain_choice != "none" and cfg.pretrain_path:
         check_file(cfg.pretrain_path)  # before any work: the toy dataset is not generated for a run that cannot start
-    world_size = env_world_size()
     per_process(cfg.batch_size, world_size, "batch_size")
     per_process(cfg.test_batch_size, world_size, "test_batch_size")
     device = resolve_device(cfg.device)

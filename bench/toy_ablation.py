@@ -1,12 +1,12 @@
 """Toy ablation: the four recipes x seeds with the demo's config, mean +- std of test R1 / mAP, and the pointing
 game of the SG-IHA recipes (tools/visualize_grounding.py). Toy numbers are not the method's benchmark numbers.
 
-    python bench/toy_ablation.py [--seeds 42 1 2 3 4] [--recipes clip_finetune ...] [--output_dir logs/toy_ablation]
-        [--out docs/toy_ablation.md] [--key value ...]
+    python bench/toy_ablation.py [--config_file configs/demo.yaml] [--seeds 42 1 2 3 4] [--recipes clip_finetune ...]
+        [--output_dir logs/toy_ablation] [--out docs/toy_ablation.md] [--key value ...]
 
-Each run is ``train.py --config_file configs/demo.yaml --loss_names <recipe's losses> --seed <seed>`` plus the
+Each run is ``train.py --config_file <demo config> --loss_names <recipe's losses> --seed <seed>`` plus the
 extra ``--key value`` overrides, one after another in this process; the toy dataset is generated once (the demo's
-folder). The markdown table names the command, the machine and the wall time.
+folder), and so are configs/demo_pretrained.yaml's weights. The markdown table names the command, the machine and the wall time.
 """
 from __future__ import annotations
 
@@ -40,9 +40,9 @@ def recipe_losses(recipe: str) -> str:
     return load_config(str(CONFIG_DIR / "CUHK-PEDES" / f"{recipe}.yaml")).loss_names
 
 
-def run_one(recipe: str, seed: int, output_dir: Path, extra: Sequence[str]) -> dict[str, float]:
+def run_one(config_file: str, recipe: str, seed: int, output_dir: Path, extra: Sequence[str]) -> dict[str, float]:
     """Train one recipe and seed; its test R1 / mAP and, with SG-IHA, its pointing accuracy and chance."""
-    argv = ["--config_file", DEMO, "--loss_names", recipe_losses(recipe), "--seed", str(seed), "--name",
+    argv = ["--config_file", config_file, "--loss_names", recipe_losses(recipe), "--seed", str(seed), "--name",
             f"toy_{recipe}", "--output_dir", str(output_dir / recipe), *extra]
     run_dir = train.main(argv)
     scores = read_test_scores(run_dir).metrics
@@ -82,6 +82,8 @@ def format_table(rows: dict[str, list[dict[str, float]]], seeds: Sequence[int], 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config_file", default=DEMO, help="the demo config every run starts from (default "
+                                                            "configs/demo.yaml, from scratch)")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS))
     parser.add_argument("--recipes", nargs="+", choices=RECIPES, default=list(RECIPES))
     parser.add_argument("--output_dir", default="logs/toy_ablation", help="parent of the runs' folders")
@@ -93,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     args, extra = parse_args(argv)
     command = shlex.join(["python", "bench/toy_ablation.py", *(sys.argv[1:] if argv is None else argv)])
     load_before, start = os.getloadavg()[0], time.monotonic()
-    rows = {recipe: [run_one(recipe, seed, Path(args.output_dir), extra) for seed in args.seeds]
+    rows = {recipe: [run_one(args.config_file, recipe, seed, Path(args.output_dir), extra) for seed in args.seeds]
             for recipe in args.recipes}
     table = format_table(rows, args.seeds, command, time.monotonic() - start, (load_before, os.getloadavg()[0]))
     return publish(table, args.out)

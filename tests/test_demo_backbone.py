@@ -1,15 +1,18 @@
-"""configs/demo_pretrained.yaml starts from a weights file the user builds (docs/demo.md point 15): a missing file
-fails before any work, and pretrain_choice none never reads the file it names."""
+"""configs/demo_pretrained.yaml starts from a weights file its first run builds (docs/demo.md point 15,
+utils/pretrain_build.py): the build is the documented commands, runs once, and refuses what it cannot do before any
+work; pretrain_choice none never reads the file it names."""
 from __future__ import annotations
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from model.build import build_model
 from model.clip import CLIP
+from model.open_clip_format import WEIGHTS_FILE
 from model.pretrained import PretrainedError
 from utils.config import CONFIG_DIR, load_config
+from processor.pretrain_build import BUILD_RUNS, PretrainBuildError, needs_build
 
 DEMO_PRETRAINED = CONFIG_DIR / "demo_pretrained.yaml"
 
@@ -27,12 +30,86 @@ def test_pretrain_choice_none_reads_no_weights_file(tmp_path):
     assert not any(torch.equal(backbone[k], weights[k]) for k in ("token_embedding.weight", "visual.proj"))
 
 
-def test_demo_started_without_its_weights_fails_before_generating_data(tmp_path, monkeypatch):
-    """Without the built weights (or from another working directory) the relative weights path names no file: one
-    error naming the path it tried, and no toy dataset generated for a run that cannot start."""
+def test_demo_started_from_another_folder_fails_before_any_work(tmp_path, monkeypatch):
+    """From another working directory the relative weights path names no file and the build recipe is not found
+    either: one error naming the recipe it tried, and no toy dataset or build run made for a run that cannot start."""
+    import train
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PretrainBuildError, match=f"pretrain_build.config_file {tmp_path}/configs/demo_backbone.yaml: "
+                                                 f"no such file.*{tmp_path}/data/demo_backbone/{WEIGHTS_FILE}"):
+        train.main(["--config_file", str(DEMO_PRETRAINED)])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_without_a_build_recipe_missing_weights_fail_before_any_work(tmp_path, monkeypatch):
     import train
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(PretrainedError, match=f"pretrain_path {tmp_path}/data/demo_backbone/.*no such file"):
-        train.main(["--config_file", str(DEMO_PRETRAINED)])
+        train.main(["--config_file", str(DEMO_PRETRAINED), "--pretrain_build.config_file", "null"])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_build_refuses_a_weights_name_the_export_does_not_write(tmp_path, monkeypatch):
+    import train
+
+    monkeypatch.chdir(CONFIG_DIR.parent)
+    weights = tmp_path / "backbone.safetensors"
+    with pytest.raises(PretrainBuildError, match=f"pretrain_path {weights}: pretrain_build writes {WEIGHTS_FILE}"):
+        train.main(["--config_file", str(DEMO_PRETRAINED), "--pretrain_path", str(weights)])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_build_refuses_several_processes(tmp_path, monkeypatch):
+    """Each torchrun process would build the same file: the first run must be a single process."""
+    import train
+
+    monkeypatch.chdir(CONFIG_DIR.parent)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    weights = tmp_path / WEIGHTS_FILE
+    with pytest.raises(PretrainBuildError, match="build it with one process first"):
+        train.main(["--config_file", str(DEMO_PRETRAINED), "--pretrain_path", str(weights)])
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ({}, True),
+    ({"pretrain_choice": "none"}, False),  # no weights read, none built
+    ({"pretrain_build.config_file": None}, False),  # no recipe: a missing file is an error (check_file)
+])
+def test_needs_build(tmp_path, overrides, expected):
+    cfg = load_config(DEMO_PRETRAINED, {"pretrain_path": str(tmp_path / WEIGHTS_FILE), **overrides})
+    assert needs_build(cfg) is expected
+    (tmp_path / WEIGHTS_FILE).write_bytes(b"")
+    assert needs_build(cfg) is False  # built already
+
+
+@pytest.mark.slow
+def test_missing_weights_are_built_once_as_the_documented_commands_build_them(tmp_path, monkeypatch):
+    """A shrunk demo_backbone.yaml as the recipe: the first fine-tune trains it and exports its last checkpoint to
+    pretrain_path, the same tensors as the header's manual export gives; the second fine-tune reads them, no rebuild."""
+    import train
+    from tools import export_open_clip
+
+    monkeypatch.chdir(tmp_path)
+    small = {"num_train_ids": 16, "num_val_ids": 4, "num_test_ids": 6, "images_per_id": 2}
+    recipe = tmp_path / "backbone.yaml"
+    recipe.write_text(f"_base_: {CONFIG_DIR / 'demo_backbone.yaml'}\nroot_dir: bb_toy\ntoy: {{generate_in: bb_toy, "
+                      f"{', '.join(f'{k}: {v}' for k, v in small.items())}}}\nnum_epoch: 1\neval_period: 1\n"
+                      f"batch_size: 8\ntensorboard: false\n", encoding="utf-8")
+    weights = tmp_path / "weights" / WEIGHTS_FILE
+    args = ["--config_file", str(DEMO_PRETRAINED), "--pretrain_build.config_file", str(recipe), "--pretrain_path",
+            str(weights), "--root_dir", "toy", "--toy.generate_in", "toy", "--output_dir", "runs", "--num_epoch", "1",
+            "--batch_size", "8", "--tensorboard", "false", *[a for k, v in small.items() for a in (f"--toy.{k}", str(v))]]
+    train.main(args)
+    builds = list((weights.parent / BUILD_RUNS / "CUHK-PEDES").iterdir())
+    assert len(builds) == 1 and weights.is_file()
+    export_open_clip.main(["--config_file", str(builds[0]), "--checkpoint", str(builds[0] / "last.pth"), "--out",
+                           str(tmp_path / "manual"), "--half"])
+    built, manual = load_file(str(weights)), load_file(str(tmp_path / "manual" / WEIGHTS_FILE))
+    assert built.keys() == manual.keys() and all(torch.equal(built[k], manual[k]) for k in built)
+    assert {v.dtype for v in built.values()} == {torch.float16}  # pretrain_build.half
+    train.main(args)
+    assert list((weights.parent / BUILD_RUNS / "CUHK-PEDES").iterdir()) == builds
+    assert len(list((tmp_path / "runs" / "CUHK-PEDES").iterdir())) == 2

@@ -40,10 +40,11 @@ logger = logging.getLogger(__name__)
 
 # Keys earlier versions wrote into run folders' configs.yaml: read and ignored, with what replaced them.
 RETIRED_KEYS = {"toy.generate_if_missing": "toy.generate_in (the folder where the demo may generate toy data)"}
-# Keys that may be null (besides their values): no weights file, no early stop, no custom annotation, no toy data.
-NULLABLE = ("pretrain_path", "early_stop_epoch", "annotation_file", "toy.generate_in")
+# Keys that may be null (besides their values): no weights file, no build of it, no early stop, no custom annotation,
+# no toy data.
+NULLABLE = ("pretrain_path", "pretrain_build.config_file", "early_stop_epoch", "annotation_file", "toy.generate_in")
 # Keys that hold paths: relative ones are made absolute (against the working directory) by absolute_paths.
-PATH_KEYS = ("root_dir", "output_dir", "pretrain_path", "toy.generate_in")
+PATH_KEYS = ("root_dir", "output_dir", "pretrain_path", "pretrain_build.config_file", "toy.generate_in")
 
 
 class Config(dict):
