@@ -200,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
             raise PretrainBuildError(f"pretrain_path {cfg.pretrain_path} is missing: build it with one process "
                                      f"first (python train.py --config_file {config_file}), or by hand: "
                                      f"{build_commands(cfg)}")
+        setup_logger(None)  # the build's own lines reach the console before the run's logging starts
         build_pretrained(cfg)
     if cfg.pretrain_choice != "none" and cfg.pretrain_path:
         check_file(cfg.pretrain_path)  # before any work: the toy dataset is not generated for a run that cannot start

@@ -71,7 +71,7 @@ def build_pretrained(cfg: Config) -> None:
     runs = weights.parent / BUILD_RUNS
     before = {p for p in runs.glob("*/*") if p.is_dir()}
     logger.info("pretrain_path %s not found: building it once with %s (the weights this config starts from; "
-                "minutes on a CPU, see docs/demo.md point 15)", weights, recipe)
+                "minutes on a CPU, see docs/demo.md points 15-16)", weights, recipe)
     _run([str(ROOT / "train.py"), "--config_file", str(recipe), "--output_dir", str(runs)], "training", cfg)
     run = _new_run(runs, before)
     export = [str(ROOT / "tools" / "export_open_clip.py"), "--config_file", str(run), "--checkpoint",

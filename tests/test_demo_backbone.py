@@ -86,7 +86,7 @@ def test_needs_build(tmp_path, overrides, expected):
 
 
 @pytest.mark.slow
-def test_missing_weights_are_built_once_as_the_documented_commands_build_them(tmp_path, monkeypatch):
+def test_missing_weights_are_built_once_as_the_documented_commands_build_them(tmp_path, monkeypatch, capfd):
     """A shrunk demo_backbone.yaml as the recipe: the first fine-tune trains it and exports its last checkpoint to
     pretrain_path, the same tensors as the header's manual export gives; the second fine-tune reads them, no rebuild."""
     import train
@@ -103,6 +103,7 @@ def test_missing_weights_are_built_once_as_the_documented_commands_build_them(tm
             str(weights), "--root_dir", "toy", "--toy.generate_in", "toy", "--output_dir", "runs", "--num_epoch", "1",
             "--batch_size", "8", "--tensorboard", "false", *[a for k, v in small.items() for a in (f"--toy.{k}", str(v))]]
     train.main(args)
+    assert f"pretrain_path {weights} not found: building it once with {recipe}" in capfd.readouterr().out
     builds = list((weights.parent / BUILD_RUNS / "CUHK-PEDES").iterdir())
     assert len(builds) == 1 and weights.is_file()
     export_open_clip.main(["--config_file", str(builds[0]), "--checkpoint", str(builds[0] / "last.pth"), "--out",
@@ -111,5 +112,6 @@ def test_missing_weights_are_built_once_as_the_documented_commands_build_them(tm
     assert built.keys() == manual.keys() and all(torch.equal(built[k], manual[k]) for k in built)
     assert {v.dtype for v in built.values()} == {torch.float16}  # pretrain_build.half
     train.main(args)
+    assert "building it once" not in capfd.readouterr().out
     assert list((weights.parent / BUILD_RUNS / "CUHK-PEDES").iterdir()) == builds
     assert len(list((tmp_path / "runs" / "CUHK-PEDES").iterdir())) == 2
