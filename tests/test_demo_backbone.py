@@ -73,6 +73,18 @@ def test_build_refuses_several_processes(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_zero_shot_of_an_unbuilt_backbone_says_how_to_build_it(tmp_path, monkeypatch):
+    """test.py --checkpoint pretrained on a fresh clone: the weights do not exist until train.py's first run."""
+    from tests.tiny_run import load_test_script
+
+    monkeypatch.chdir(CONFIG_DIR.parent)
+    weights = tmp_path / WEIGHTS_FILE
+    with pytest.raises(PretrainBuildError, match=f"pretrain_path {weights}: not built yet; train.py builds it"):
+        load_test_script().main(["--config_file", str(DEMO_PRETRAINED), "--checkpoint", "pretrained",
+                                 "--pretrain_path", str(weights), "--output_dir", str(tmp_path / "out")])
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("overrides, expected", [
     ({}, True),
     ({"pretrain_choice": "none"}, False),  # no weights read, none built
