@@ -6,7 +6,8 @@ game of the SG-IHA recipes (tools/visualize_grounding.py). Toy numbers are not t
 
 Each run is ``train.py --config_file <demo config> --loss_names <recipe's losses> --seed <seed>`` plus the
 extra ``--key value`` overrides, one after another in this process; the toy dataset is generated once (the demo's
-folder), and so are configs/demo_pretrained.yaml's weights. The markdown table names the command, the machine and the wall time.
+folder), and so are configs/demo_pretrained.yaml's weights. The markdown table names the command, the machine and
+the wall time.
 """
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ def build_commands(cfg: Config) -> str:
 
 
 def _run(args: list[str], what: str, cfg: Config) -> None:
-    result = subprocess.run([sys.executable, *args], cwd=Path.cwd())
+    result = subprocess.run([sys.executable, *args])  # in this working directory: the recipe's paths are relative
     if result.returncode != 0:
         raise PretrainBuildError(f"pretrain_build: {what} failed (exit {result.returncode}), so pretrain_path "
                                  f"{cfg.pretrain_path} was not made; its output is above; by hand: "

@@ -1,5 +1,5 @@
 """configs/demo_pretrained.yaml starts from a weights file its first run builds (docs/demo.md point 15,
-utils/pretrain_build.py): the build is the documented commands, runs once, and refuses what it cannot do before any
+processor/pretrain_build.py): the build is the documented commands, runs once, and refuses what it cannot do before any
 work; pretrain_choice none never reads the file it names."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from model.build import build_model
 from model.clip import CLIP
 from model.open_clip_format import WEIGHTS_FILE
 from model.pretrained import PretrainedError
-from utils.config import CONFIG_DIR, load_config
 from processor.pretrain_build import BUILD_RUNS, PretrainBuildError, needs_build
+from utils.config import CONFIG_DIR, load_config
 
 DEMO_PRETRAINED = CONFIG_DIR / "demo_pretrained.yaml"
 
@@ -113,7 +113,8 @@ def test_missing_weights_are_built_once_as_the_documented_commands_build_them(tm
     weights = tmp_path / "weights" / WEIGHTS_FILE
     args = ["--config_file", str(DEMO_PRETRAINED), "--pretrain_build.config_file", str(recipe), "--pretrain_path",
             str(weights), "--root_dir", "toy", "--toy.generate_in", "toy", "--output_dir", "runs", "--num_epoch", "1",
-            "--batch_size", "8", "--tensorboard", "false", *[a for k, v in small.items() for a in (f"--toy.{k}", str(v))]]
+            "--batch_size", "8", "--tensorboard", "false",
+            *[a for k, v in small.items() for a in (f"--toy.{k}", str(v))]]
     train.main(args)
     assert f"pretrain_path {weights} not found: building it once with {recipe}" in capfd.readouterr().out
     builds = list((weights.parent / BUILD_RUNS / "CUHK-PEDES").iterdir())
