@@ -24,8 +24,18 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from utils.cli import parse_first, run_cli
-from utils.runs import (BEST_CHECKPOINT, CHECKPOINT_RULE, CONFIG_FILE, RUN_MARKERS, TEST_RESULTS_FILE,
-                        checkpoint_arg, config_file_arg, new_run_dir, run_config, run_dir_of)
+from utils.runs import (
+    BEST_CHECKPOINT,
+    CHECKPOINT_RULE,
+    CONFIG_FILE,
+    RUN_MARKERS,
+    TEST_RESULTS_FILE,
+    checkpoint_arg,
+    config_file_arg,
+    new_run_dir,
+    run_config,
+    run_dir_of,
+)
 
 PRETRAINED = "pretrained"  # --checkpoint value for the zero-shot model
 OWN_SPLIT = "test"

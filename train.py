@@ -45,8 +45,7 @@ from processor.pretrain_build import PretrainBuildError, build_commands, build_p
 from processor.trainer import TrainState, fit, last_epoch  # noqa: E402
 from solver import build_lr_scheduler, build_optimizer  # noqa: E402
 from solver.build import continue_schedule, scheduled_lrs  # noqa: E402
-from utils.checkpoint import (RESUME_KEYS, CheckpointError, UnsafeCheckpointError, load_checkpoint,  # noqa: E402
-                              previous_path)
+from utils.checkpoint import RESUME_KEYS, CheckpointError, UnsafeCheckpointError, load_checkpoint, previous_path  # noqa: E402
 from utils.config import Config, absolute_paths, load_config, save_config  # noqa: E402
 from utils.config_rules import per_process  # noqa: E402
 from utils.distributed import cleanup_distributed, env_world_size, init_distributed  # noqa: E402

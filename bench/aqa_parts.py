@@ -6,9 +6,9 @@
 Every caption of the split asks one question per visible part it names (toy_regions.json, as in the pointing game of
 tools/visualize_grounding.py). The questions are shuffled (``--seed``) and cut into batches of ``--batch_size``
 (default: the run's batch_size), and within each batch every SG-IHA output Z picks the answer of highest cosine, as
-the training accuracy does (SPEC 6.4). Per part it prints how often that answer is the question's own ("exact"), has
+the training accuracy does (method §6.4). Per part it prints how often that answer is the question's own ("exact"), has
 the same phrase (an identical answer elsewhere in the batch), or names the same part; and the mean AQA loss of the
-batches (SPEC 6.4, the run's temperature) against its chance value 2 ln B. docs/demo.md reports what it measured.
+batches (method §6.4, the run's temperature) against its chance value 2 ln B. docs/demo.md reports what it measured.
 """
 from __future__ import annotations
 
@@ -26,8 +26,7 @@ from torch import Tensor  # noqa: E402
 
 from datasets.toy import read_regions  # noqa: E402
 from datasets.transforms import build_transform  # noqa: E402
-from inference.grounding import (Question, bridge_features, encode_answers, encode_questions,  # noqa: E402
-                                 load_grounding_model)
+from inference.grounding import Question, bridge_features, encode_answers, encode_questions, load_grounding_model  # noqa: E402
 from model.objectives import compute_aqa, cosine_matrix  # noqa: E402
 from tools.visualize_grounding import split_records, toy_questions  # noqa: E402
 from utils.config import Config, load_config  # noqa: E402
@@ -77,7 +76,7 @@ def pick_answers(answer: Tensor, bridge: Tensor, batch_size: int) -> Tensor:
 
 
 def batch_losses(answer: Tensor, bridge: Tensor, batch_size: int, temperature: float) -> list[float]:
-    """SPEC 6.4's AQA loss of each whole batch."""
+    """method §6.4's AQA loss of each whole batch."""
     return [float(compute_aqa(answer[s:s + batch_size], bridge[s:s + batch_size], temperature))
             for s in whole_batches(len(bridge), batch_size)]
 

@@ -2,7 +2,7 @@
 
 For every recipe the training model is built (random weights, full ViT-B/16 at 384x128 unless ``--tiny``), its
 retrieval part is taken the way test.py takes it (``retrieval_state_dict`` into ``build_retrieval_model``), and
-the script shows that the four are the same model (SPEC 6.5): equal parameter counts, the same state-dict
+the script shows that the four are the same model (method §6.5): equal parameter counts, the same state-dict
 entries, and identical features once given the first recipe's backbone weights. Images/s and captions/s are
 then timed in interleaved rounds (every model once per round), so that load changes on a shared machine hit all
 models alike.
@@ -23,9 +23,8 @@ import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.bench_train import NUM_CLASSES, RECIPES, SEED, TINY_NUM_CLASSES, bench_config, machine_line, synthetic_batch  # noqa: E402
 from bench.report import publish  # noqa: E402
-from bench.bench_train import (NUM_CLASSES, RECIPES, SEED, TINY_NUM_CLASSES, bench_config,  # noqa: E402
-                               machine_line, synthetic_batch)
 from model.build import build_model, build_retrieval_model, retrieval_state_dict  # noqa: E402
 from model.clip import CLIP  # noqa: E402
 from utils.precision import autocast, resolve_device  # noqa: E402

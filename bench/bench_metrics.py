@@ -1,6 +1,6 @@
 """Benchmark utils.metrics.retrieval_metrics against the usual implementation (full argsort + cumulative sums).
 
-Synthetic similarities at the three benchmarks' test sizes (SPEC 2), with their identity structure
+Synthetic similarities at the three benchmarks' test sizes (method §2), with their identity structure
 (several images per identity, captions of each image as queries). Both implementations run on the same
 matrix; the script checks that they agree and prints (or writes) a markdown table of time and peak extra
 memory. CPU memory is the most torch's allocator held at once above what it held before the call, from its own
@@ -26,7 +26,7 @@ from bench.memory import cpu_allocation_peak  # noqa: E402
 from bench.report import publish  # noqa: E402
 from utils.metrics import REPORTED_RANKS, retrieval_metrics  # noqa: E402
 
-# name: (test queries = captions, gallery images, identities), SPEC 2.
+# name: (test queries = captions, gallery images, identities), method §2.
 SIZES = {
     "icfg": ("ICFG-PEDES", 19_848, 19_848, 1_000),
     "cuhk": ("CUHK-PEDES", 6_156, 3_074, 1_000),

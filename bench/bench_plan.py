@@ -26,11 +26,10 @@ from bench import bench_train  # noqa: E402
 from bench.report import publish  # noqa: E402
 from model.build import build_model  # noqa: E402
 from processor.amp import build_grad_scaler  # noqa: E402
-from utils.precision import autocast, resolve_device  # noqa: E402
 from processor.gpus import GPU_SPECS  # noqa: E402
-from processor.plan import (ASSUMED_UTILISATION, GIB, TERA, TextShapes, batch_shapes, peak_tflops,  # noqa: E402
-                            plan_step)
+from processor.plan import ASSUMED_UTILISATION, GIB, TERA, TextShapes, batch_shapes, peak_tflops, plan_step  # noqa: E402
 from solver.build import build_optimizer  # noqa: E402
+from utils.precision import autocast, resolve_device  # noqa: E402
 
 
 def infer_gpu(device: torch.device) -> str | None:
@@ -145,7 +144,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=1, help="timed steps of the bench")
     parser.add_argument("--warmup", type=int, default=0, help="untimed steps of the bench before them")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    parser.add_argument("--gpu", choices=sorted(GPU_SPECS), help="the GPU's spec for the time bounds (CUDA; default: from the device's name)")
+    parser.add_argument("--gpu", choices=sorted(GPU_SPECS),
+                        help="the GPU's spec for the time bounds (CUDA; default: from the device's name)")
     parser.add_argument("--tiny", action="store_true", help="tiny backbone (smoke test)")
     parser.add_argument("--out", type=Path, help="also write the markdown table to this file")
     return parser.parse_args(argv)

@@ -1,9 +1,9 @@
 """Training-step benchmark: seconds per step, samples/s and peak memory of each recipe (issue 5, item 3a).
 
 Full ViT-B/16 at 384x128 with random weights (``pretrain_choice none``: same cost as OpenAI's weights), the
-ID classifier of CUHK-PEDES (11,003 identities, SPEC 2), synthetic batches shaped like real ones (captions of
+ID classifier of CUHK-PEDES (11,003 identities, method §2), synthetic batches shaped like real ones (captions of
 40-60 tokens, ~15% MLM-masked positions, a question with 2-3 masked tokens, an answer of ~6 tokens) and the
-whole step: forward under autocast, backward, Adam step (``build_optimizer``, SPEC 7 groups).
+whole step: forward under autocast, backward, Adam step (``build_optimizer``, method §7 groups).
 
 Each recipe runs in a fresh subprocess. Peak memory is the most that torch's allocator held at once from the model's
 construction through the steps: on CUDA ``torch.cuda.max_memory_allocated``; on CPU the running sum of the
@@ -44,7 +44,7 @@ from utils.tokenizer import get_tokenizer  # noqa: E402
 
 RECIPES = ("clip_finetune", "clip_finetune_sgiha", "irra", "irra_sgiha")  # configs/CUHK-PEDES/<recipe>.yaml
 SGIHA_BASE = {"clip_finetune_sgiha": "clip_finetune", "irra_sgiha": "irra"}  # SG-IHA recipe -> its base recipe
-NUM_CLASSES = 11_003       # SPEC 2: CUHK-PEDES training identities (ID classifier width)
+NUM_CLASSES = 11_003       # method §2: CUHK-PEDES training identities (ID classifier width)
 CAPTION_TOKENS = (40, 60)  # BPE tokens of a caption between SOT and EOT (CUHK-PEDES captions), inclusive range
 PHRASE_TOKENS = (2, 3)     # masked tokens of a question = tokens of its answer phrase, inclusive range
 SEED = 0                   # synthetic batches and model initialisation
@@ -90,7 +90,7 @@ def synthetic_batch(cfg: Config, num_classes: int, generator: torch.Generator) -
         mlm_ids, mlm_labels = mask_tokens(caption, mask_id=tok.mask_id, prob=cfg.mlm.prob,
                                           mask_ratio=cfg.mlm.mask_ratio, random_ratio=cfg.mlm.random_ratio,
                                           generator=generator)
-        # SPEC 6.1: the question masks one phrase of the caption; the answer is prefix masks + that phrase.
+        # method §6.1: the question masks one phrase of the caption; the answer is prefix masks + that phrase.
         k = int(torch.randint(PHRASE_TOKENS[0], PHRASE_TOKENS[1] + 1, (1,), generator=generator))
         start = 1 + int(torch.randint(0, words - k + 1, (1,), generator=generator))
         question = caption.clone()

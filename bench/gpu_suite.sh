@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU table of docs/benchmarks.md in one command, each measurement beside the planner's prediction
 # (bench/bench_plan.py runs bench/bench_train.py and processor/plan.py on the same batches):
-#   1. IRRA + SG-IHA at the global batch of 64 (SPEC 7): fp32 / bf16 / fp16 AMP, with and without activation
+#   1. IRRA + SG-IHA at the global batch of 64 (method §7): fp32 / bf16 / fp16 AMP, with and without activation
 #      checkpointing, and bf16 with torch.compile: peak memory, s/step, FLOPs against a real step's count, the
 #      AMP step's losses against the fp32 step's;
 #   2. the four recipes at batch 64, fp16 (amp auto on CUDA);

@@ -1,4 +1,4 @@
-"""Attribute question answering samples (SPEC 6.1): mask one attribute phrase of the caption.
+"""Attribute question answering samples (method §6.1): mask one attribute phrase of the caption.
 
 The question is the caption with one occurrence of a phrase replaced by as many ``<|mask|>`` tokens as
 the phrase has BPE tokens; the answer is the phrase (after a configurable prefix of mask tokens).
@@ -14,7 +14,7 @@ import torch
 
 from utils.tokenizer import MASK_TOKEN, Tokenizer
 
-# Fallback words must not carry sentence punctuation (SPEC 6.1 step 5).
+# Fallback words must not carry sentence punctuation (method §6.1 step 5).
 FALLBACK_EXCLUDED = (".", ",")
 
 
@@ -35,21 +35,21 @@ class AQASample:
 
 
 def is_valid_phrase(phrase: str, min_word_len: int) -> bool:
-    """SPEC 6.1 step 2: longer than one character and every word at least ``min_word_len`` long."""
+    """method §6.1 step 2: longer than one character and every word at least ``min_word_len`` long."""
     words = phrase.split()
     return len(phrase) > 1 and bool(words) and all(len(w) >= min_word_len for w in words)
 
 
 def find_occurrences(caption: str, phrase: str) -> list[Span]:
-    """Whole-word, case-insensitive occurrences of ``phrase`` in ``caption`` (SPEC 6.1 step 3)."""
+    """Whole-word, case-insensitive occurrences of ``phrase`` in ``caption`` (method §6.1 step 3)."""
     pattern = r"(?<!\w)" + re.escape(phrase) + r"(?!\w)"
     return [Span(m.start(), m.end(), m.group(0)) for m in re.finditer(pattern, caption, flags=re.IGNORECASE)]
 
 
 def fallback_span(caption: str, rng: random.Random, fallback_min_len: int) -> Span:
-    """SPEC 6.1 step 5: the first occurrence of a random word (length >= fallback_min_len, no '.' or ',').
+    """method §6.1 step 5: the first occurrence of a random word (length >= fallback_min_len, no '.' or ',').
 
-    A caption without such a word (SPEC leaves this open) masks its first longest word instead.
+    A caption without such a word (the method leaves this open) masks its first longest word instead.
     """
     words = [(m.start(), m.group(0)) for m in re.finditer(r"\S+", caption)]
     # Every word of the caption is one draw: a word that occurs twice is twice as likely (a random caption word).
@@ -61,7 +61,7 @@ def fallback_span(caption: str, rng: random.Random, fallback_min_len: int) -> Sp
 
 def choose_span(caption: str, phrases: Sequence[str], rng: random.Random, min_word_len: int,
                 fallback_min_len: int) -> Span:
-    """SPEC 6.1 steps 1-3 and 5: the caption span to mask."""
+    """method §6.1 steps 1-3 and 5: the caption span to mask."""
     if phrases:
         phrase = rng.choice(list(phrases))
         if is_valid_phrase(phrase, min_word_len):
@@ -76,7 +76,7 @@ def mask_text(k: int) -> str:
 
 
 def question_and_answer(caption: str, span: Span, tokenizer: Tokenizer, answer_prefix_masks: int) -> tuple[str, str]:
-    """SPEC 6.1 step 4: question and answer texts for a chosen span."""
+    """method §6.1 step 4: question and answer texts for a chosen span."""
     k = len(tokenizer.encode(span.text))
     question = f"{caption[:span.start]}{mask_text(k)}{caption[span.end:]}"
     answer = f"{mask_text(answer_prefix_masks)} {span.text}" if answer_prefix_masks else span.text

@@ -1,4 +1,4 @@
-"""Annotation reading shared by every dataset reader (SPEC 2), and the reader registry.
+"""Annotation reading shared by every dataset reader (method §2), and the reader registry.
 
 A reader names its files (``DatasetFiles``: annotation JSON, image root, phrase copy) and the record fields;
 ``read_benchmark`` turns the annotation into training samples (identities re-indexed 0..N-1) and, per
@@ -31,7 +31,7 @@ class DatasetError(UserError, ValueError):
 
 @dataclass(frozen=True)
 class TrainSample:
-    """One caption with its image: the unit of training (SPEC 2)."""
+    """One caption with its image: the unit of training (method §2)."""
 
     pid: int  # re-indexed identity, 0..N-1
     image_id: int  # index of the image among the training images
@@ -42,7 +42,7 @@ class TrainSample:
 
 @dataclass
 class EvalSplit:
-    """Gallery images and query captions of one evaluation split (SPEC 1, 8)."""
+    """Gallery images and query captions of one evaluation split (method §1, 8)."""
 
     img_paths: list[str] = field(default_factory=list)
     image_pids: list[int] = field(default_factory=list)
@@ -106,7 +106,7 @@ class OlderRelease:
 
 
 class Benchmark:
-    """A benchmark's file conventions; subclasses set the class attributes (SPEC 2 table)."""
+    """A benchmark's file conventions; subclasses set the class attributes (method §2 table)."""
 
     name: ClassVar[str]
     annotation_files: ClassVar[tuple[str, ...]]  # accepted names of the annotation JSON, preferred first

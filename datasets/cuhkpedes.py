@@ -1,4 +1,4 @@
-"""CUHK-PEDES: reid_raw.json with train/val/test splits (SPEC 2)."""
+"""CUHK-PEDES: reid_raw.json with train/val/test splits (method §2)."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -18,8 +18,19 @@ from typing import Sequence
 from tqdm import tqdm
 
 from datasets.aqa import find_occurrences, is_valid_phrase
-from datasets.bases import (TRAIN_SPLIT, Annotation, DatasetError, DatasetFiles, OlderRelease, Record, SplitCounts,
-                            dataset_files, get_benchmark, parse_record, read_annotation)
+from datasets.bases import (
+    TRAIN_SPLIT,
+    Annotation,
+    DatasetError,
+    DatasetFiles,
+    OlderRelease,
+    Record,
+    SplitCounts,
+    dataset_files,
+    get_benchmark,
+    parse_record,
+    read_annotation,
+)
 from datasets.phrase_cache import attach_phrases
 from datasets.phrases import check_backend
 from datasets.reader import split_counts, statistics_table
@@ -30,7 +41,7 @@ from utils.tokenizer import DEFAULT_CONTEXT_LENGTH, get_tokenizer
 ERROR, WARNING = "error", "warning"
 SHOWN_EXAMPLES = 5  # records quoted per finding (the count is always complete)
 MAX_WORKERS = 8  # default decoding threads: this many, or fewer when the machine has fewer cores
-SPECIAL_TOKENS = 2  # SOT and EOT around a caption's BPE tokens (SPEC 4)
+SPECIAL_TOKENS = 2  # SOT and EOT around a caption's BPE tokens (method §4)
 CAPTION_SHOWN = 60  # characters of a long caption quoted in an example
 
 # Finding codes.
@@ -222,7 +233,7 @@ def duplicate_findings(files: DatasetFiles, records: Sequence[Indexed]) -> list[
 
 
 def long_caption_findings(files: DatasetFiles, records: Sequence[Indexed], text_length: int) -> list[Finding]:
-    """Captions whose SOT + BPE tokens + EOT exceed text_length: the tokenizer cuts their end (SPEC 4)."""
+    """Captions whose SOT + BPE tokens + EOT exceed text_length: the tokenizer cuts their end (method §4)."""
     tokenizer = get_tokenizer()
     long, total = [], 0
     for i, r in records:
@@ -255,7 +266,7 @@ def _phrase_source(annotation: Annotation, records: Sequence[Indexed]) -> Annota
 
 def phrase_findings(files: DatasetFiles, annotation: Annotation, records: Sequence[Indexed], backend: str,
                     min_word_len: int) -> list[Finding]:
-    """Training captions where AQA finds no phrase to mask and masks a random word (SPEC 6.1 steps 2, 3, 5)."""
+    """Training captions where AQA finds no phrase to mask and masks a random word (method §6.1 steps 2, 3, 5)."""
     source = _phrase_source(annotation, records)
     with_phrases = attach_phrases(files, source, [r for _, r in records], backend, write=False)
     missed, total = [], 0
@@ -280,7 +291,7 @@ def diagnose(name: str, root_dir: str | os.PathLike, annotation_file: str | None
              min_word_len: int | None = None, workers: int | None = None) -> Report:
     """Check dataset ``name`` under ``root_dir``; a missing folder or annotation file raises DatasetError.
 
-    ``min_word_len`` (SPEC 6.1 step 2) defaults to the configs' ``sgiha.min_word_len``.
+    ``min_word_len`` (method §6.1 step 2) defaults to the configs' ``sgiha.min_word_len``.
     """
     if min_word_len is None:
         min_word_len = load_config().sgiha.min_word_len

@@ -1,4 +1,4 @@
-"""ICFG-PEDES: ICFG-PEDES.json (some guides say ICFG_PEDES.json), train/test only (SPEC 2)."""
+"""ICFG-PEDES: ICFG-PEDES.json (some guides say ICFG_PEDES.json), train/test only (method §2)."""
 from __future__ import annotations
 
 from datasets.bases import Benchmark, register

@@ -1,14 +1,14 @@
-"""BERT-style caption masking for the IRRA MLM objective (SPEC 5)."""
+"""BERT-style caption masking for the IRRA MLM objective (method §5)."""
 from __future__ import annotations
 
 import torch
 
-FIRST_WORD_ID = 1  # SPEC 5: real tokens have ids >= 1 (0 is padding) and random replacements start here
-FALLBACK_POSITION = 1  # SPEC 5: the first token after SOT is masked when nothing was selected
+FIRST_WORD_ID = 1  # method §5: real tokens have ids >= 1 (0 is padding) and random replacements start here
+FALLBACK_POSITION = 1  # method §5: the first token after SOT is masked when nothing was selected
 
 
 def _mask_fallback(ids: torch.LongTensor, mask_id: int) -> tuple[torch.LongTensor, torch.LongTensor]:
-    """Nothing was selected: replace the first word token by the mask (SPEC 5)."""
+    """Nothing was selected: replace the first word token by the mask (method §5)."""
     masked, labels = ids.clone(), torch.zeros_like(ids)
     masked[FALLBACK_POSITION] = mask_id
     labels[FALLBACK_POSITION] = ids[FALLBACK_POSITION]

@@ -1,4 +1,4 @@
-"""Attribute phrases of every caption (SPEC 6.1), and the annotation copy that caches them (``*_noun.json``).
+"""Attribute phrases of every caption (method §6.1), and the annotation copy that caches them (``*_noun.json``).
 
 Phrases come, in this order, from
 1. the annotation file itself (a ``cap_noun_phrases`` field per record);
@@ -20,8 +20,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from datasets.bases import (PHRASES_FIELD, Annotation, DatasetError, DatasetFiles, Record, parse_json_list,
-                            read_json_bytes, validate_phrases)
+from datasets.bases import (
+    PHRASES_FIELD,
+    Annotation,
+    DatasetError,
+    DatasetFiles,
+    Record,
+    parse_json_list,
+    read_json_bytes,
+    validate_phrases,
+)
 from datasets.phrases import check_backend, extract_phrases, extractor_version
 from utils.io import atomic_write_text
 

@@ -1,4 +1,4 @@
-"""Attribute noun phrases of a caption ("green coat", "short black hair"), offline (SPEC 6.1).
+"""Attribute noun phrases of a caption ("green coat", "short black hair"), offline (method §6.1).
 
 Default backend: TextBlob's bundled pattern part-of-speech tagger (no download) and an NLTK chunk
 grammar (pure code). Optional backend: spaCy noun chunks, when spaCy and an English model are installed.

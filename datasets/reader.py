@@ -1,4 +1,4 @@
-"""Reading a dataset: validate its annotation, attach attribute phrases, check images, split (SPEC 2)."""
+"""Reading a dataset: validate its annotation, attach attribute phrases, check images, split (method §2)."""
 from __future__ import annotations
 
 import logging
@@ -8,8 +8,19 @@ from typing import Sequence
 
 from prettytable import PrettyTable
 
-from datasets.bases import (TRAIN_SPLIT, BenchmarkData, DatasetError, DatasetFiles, EvalSplit, Record, SplitCounts,
-                            TrainSample, dataset_files, parse_records, read_annotation)
+from datasets.bases import (
+    TRAIN_SPLIT,
+    BenchmarkData,
+    DatasetError,
+    DatasetFiles,
+    EvalSplit,
+    Record,
+    SplitCounts,
+    TrainSample,
+    dataset_files,
+    parse_records,
+    read_annotation,
+)
 from datasets.phrase_cache import attach_phrases
 from utils.config import SPLITS
 
@@ -39,7 +50,7 @@ def check_splits(files: DatasetFiles, records: Sequence[Record], required: Seque
 
 def _split_records(records: list[Record]) -> tuple[list[TrainSample], int, dict[str, EvalSplit]]:
     train_pids = sorted({r.pid for r in records if r.split == TRAIN_SPLIT})
-    new_pid = {pid: i for i, pid in enumerate(train_pids)}  # SPEC 2: training ids become 0..N-1
+    new_pid = {pid: i for i, pid in enumerate(train_pids)}  # method §2: training ids become 0..N-1
     train: list[TrainSample] = []
     evals: dict[str, EvalSplit] = {}
     image_id = 0

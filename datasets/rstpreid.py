@@ -1,4 +1,4 @@
-"""RSTPReid: data_captions.json with img_path and two captions per image (SPEC 2)."""
+"""RSTPReid: data_captions.json with img_path and two captions per image (method §2)."""
 from __future__ import annotations
 
 from datasets.bases import Benchmark, OlderRelease, register

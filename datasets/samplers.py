@@ -1,7 +1,7 @@
 """Training batch samplers whose global batches are the same for any number of processes.
 
 An epoch's global batches are a function of (seed, epoch) alone. Each holds ``batch_size`` samples (the
-global batch, SPEC 7's 64) made of groups: single samples for the random sampler, K samples of one identity
+global batch, method §7's 64) made of groups: single samples for the random sampler, K samples of one identity
 for the identity sampler. Every process takes its contiguous share of the groups of every global batch, so
 the union of the ranks' step-t batches is the single-process step-t batch, in rank order.
 
@@ -101,7 +101,7 @@ class GlobalBatchSampler(Sampler[list[SampleKey]], ABC):
 
 
 class RandomBatchSampler(GlobalBatchSampler):
-    """SPEC 7's random sampler: one permutation per epoch cut into global batches of single samples."""
+    """method §7's random sampler: one permutation per epoch cut into global batches of single samples."""
 
     def __init__(self, num_samples: int, batch_size: int, seed: int, drop_last: bool, world_size: int = 1,
                  rank: int = 0):

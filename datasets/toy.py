@@ -3,7 +3,7 @@
 Each identity has a fixed outfit (hair, upper garment, lower garment, shoes, optional bag or hat) in
 colours that CLIP's BPE keeps as one token; its images jitter pose, scale, position, background and
 lighting. Each caption names the parts its picture shows, head to feet, each phrase after its part's own verb.
-The files follow the chosen benchmark's exact layout and JSON (SPEC 2), so the real readers load them. Within a
+The files follow the chosen benchmark's exact layout and JSON (method §2), so the real readers load them. Within a
 split no two identities share the (upper, lower) colour pair, so retrieval is learnable. The generator knows
 where it paints each garment: ``toy_regions.json`` beside the annotation records, per image, the phrase naming
 each part and a label map of the visible pixels of each part (the pointing game of tools/visualize_grounding.py).
@@ -38,11 +38,11 @@ ACCESSORIES = ("none", "backpack", "bag", "hat")
 SUBJECTS = ("man", "woman", "person")
 PRONOUNS = {"man": "He", "woman": "She", "person": "The person"}  # the second sentence's subject
 # Each part has its own verb before its phrase ("walks in" only shoes): the text tower is causal, so the masked
-# positions of an AQA question (SPEC 6.1) see only the words on their left, and this tells them which part they
+# positions of an AQA question (method §6.1) see only the words on their left, and this tells them which part they
 # stand for (docs/demo.md point 11).
 PART_VERBS = {"hair": "has", "upper": "is dressed in", "lower": "is wearing", "shoes": "walks in",
               "backpack": "carries", "bag": "holds", "hat": "wears"}
-CAPTIONS_PER_IMAGE = {"CUHK-PEDES": 2, "ICFG-PEDES": 1, "RSTPReid": 2, "custom": 2}  # as in the benchmarks (SPEC 2)
+CAPTIONS_PER_IMAGE = {"CUHK-PEDES": 2, "ICFG-PEDES": 1, "RSTPReid": 2, "custom": 2}  # as in the benchmarks (method §2)
 # The custom layout (datasets/custom.py): <root_dir>/custom/annotations.json with images/ beside it.
 CUSTOM_ANNOTATION = "annotations.json"
 CUSTOM_IMAGE_DIR = "images"
@@ -288,7 +288,7 @@ def _relative_path(dataset_name: str, split: str, pid: int, k: int) -> str:
 
 
 def _record(dataset_name: str, split: str, pid: int, rel: str, captions: list[str]) -> dict:
-    """One annotation record in the benchmark's JSON format (SPEC 2)."""
+    """One annotation record in the benchmark's JSON format (method §2)."""
     if dataset_name in ("RSTPReid", "custom"):
         return {"id": pid, "img_path": rel, "captions": captions, "split": split}
     # CUHK-PEDES and ICFG-PEDES also store each caption's lower-cased words.
@@ -301,7 +301,7 @@ def make_toy_dataset(root_dir: str | Path, dataset_name: str, num_train_ids: int
                      seed: int) -> Path:
     """Write ``<root_dir>/<dataset_name>/`` (imgs/, the annotation JSON and REGIONS_FILE); return that folder.
 
-    Splits the benchmark lacks are skipped (ICFG-PEDES has no val split, SPEC 2). ``custom`` writes the generic
+    Splits the benchmark lacks are skipped (ICFG-PEDES has no val split, method §2). ``custom`` writes the generic
     format of datasets/custom.py: ``annotations.json`` with image paths relative to its folder.
     """
     bench = get_benchmark(dataset_name)

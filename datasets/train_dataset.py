@@ -23,7 +23,7 @@ AUGMENT_STREAM, MLM_STREAM, AQA_STREAM = 1, 2, 3
 
 class TrainDataset(Dataset):
     """Items: images, caption_ids, pids, image_ids; mlm_ids/mlm_labels with 'mlm'; question_ids,
-    question_mask, answer_ids with 'aqa' (SPEC 5, 6.1).
+    question_mask, answer_ids with 'aqa' (method §5, 6.1).
 
     Items are asked for by ``SampleKey`` (index, position in the epoch's global order). Every random choice for a
     sample (augmentation, MLM mask, AQA phrase and occurrence) comes from generators seeded by (seed, epoch,

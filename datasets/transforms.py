@@ -1,4 +1,4 @@
-"""Image transforms (SPEC 3): CLIP normalisation, training augmentation from the config."""
+"""Image transforms (method §3): CLIP normalisation, training augmentation from the config."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

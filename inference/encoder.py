@@ -9,7 +9,7 @@
     images = encoder.encode_images(["a.jpg", pil_image])      # [2, D]: file paths and/or PIL images
     scores = text @ images.T                                  # cosine similarities, [1, 2]
 
-The model is the retrieval model alone (the CLIP backbone, SPEC 6.5). Captions go through the project's
+The model is the retrieval model alone (the CLIP backbone, method §6.5). Captions go through the project's
 tokenizer (truncated to ``text_length`` tokens, with a warning), images through the evaluation transform; both
 are encoded in batches of ``test_batch_size`` under ``torch.no_grad`` on the chosen device, by the evaluator's
 function (model/encode.py) and in its precision: the config's ``amp`` (``auto``: none on CPU, bf16 or fp16 on a GPU)

@@ -1,7 +1,7 @@
 """Phrase-grounding maps of a trained SG-IHA head: where the masked positions of a question look in the image.
 
-A question is a caption with one attribute phrase replaced by ``<|mask|>`` tokens (SPEC 6.1). Each SG-IHA block's
-cross-attention (SPEC 6.3.2) gives every question position a distribution over the image's patch tokens; the map
+A question is a caption with one attribute phrase replaced by ``<|mask|>`` tokens (method §6.1). Each SG-IHA block's
+cross-attention (method §6.3.2) gives every question position a distribution over the image's patch tokens; the map
 of a tapped layer is that distribution averaged over the heads and over the masked positions, and the combined
 map is the mean of the layers' maps. Nothing here changes what training computes: the probabilities come from
 ``CrossAttention.attention`` on the inputs a forward pre-hook sees.
@@ -54,7 +54,7 @@ def load_grounding_model(cfg: Config, checkpoint: str | os.PathLike, device: tor
 
 
 def _question_and_answer(q: Question, tokenizer: Tokenizer, cfg: Config) -> tuple[str, str]:
-    """SPEC 6.1's question and answer texts for the question's first phrase occurrence."""
+    """method §6.1's question and answer texts for the question's first phrase occurrence."""
     spans = find_occurrences(q.caption, q.phrase)
     if not spans:
         raise ValueError(f"phrase {q.phrase!r} does not occur in caption {q.caption!r}")
@@ -69,20 +69,20 @@ def encode_questions(questions: Sequence[Question], tokenizer: Tokenizer, cfg: C
 
 
 def encode_answers(questions: Sequence[Question], tokenizer: Tokenizer, cfg: Config) -> Tensor:
-    """Answer ids [Q, L] of each question (SPEC 6.1 step 4: the prefix masks, then the phrase)."""
+    """Answer ids [Q, L] of each question (method §6.1 step 4: the prefix masks, then the phrase)."""
     return torch.stack([tokenizer(_question_and_answer(q, tokenizer, cfg)[1], cfg.text_length) for q in questions])
 
 
 @torch.no_grad()
 def bridge_features(model: TrainingModel, images: Tensor, question_ids: Tensor) -> Tensor:
-    """The SG-IHA head's output Z [Q, D] for each question on its image [Q, 3, H, W] (SPEC 6.3).
+    """The SG-IHA head's output Z [Q, D] for each question on its image [Q, 3, H, W] (method §6.3).
 
-    The question's own attention mask (SPEC 6.3.4) covers SOT through EOT.
+    The question's own attention mask (method §6.3.4) covers SOT through EOT.
     """
     head = model.sgiha
     image = model.backbone.image_features(images, head.layers)
     text = model.backbone.text_features(question_ids, head.layers)
-    eot = question_ids.argmax(dim=-1, keepdim=True)  # the EOT token has the largest id (SPEC 3)
+    eot = question_ids.argmax(dim=-1, keepdim=True)  # the EOT token has the largest id (method §3)
     question_mask = torch.arange(question_ids.shape[1], device=question_ids.device).unsqueeze(0) <= eot
     return head(image.global_feat, image.hidden, text.hidden, question_mask)
 

@@ -1,4 +1,4 @@
-"""Model factories: the training model of a loss recipe (SPEC 5, 6) and the retrieval model (SPEC 6.5), also with
+"""Model factories: the training model of a loss recipe (method §5, 6) and the retrieval model (method §6.5), also with
 the weights of a training checkpoint or of the pretrained CLIP."""
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ class TrainingModel(nn.Module):
         self.world_size, self.rank = world_size, rank
         self.losses = cfg.losses
         self.loss_weights = {name: float(cfg.loss_weights[name]) for name in self.losses}
-        self.logit_scale = 1.0 / cfg.temperature  # SPEC 5: fixed, not learned
+        self.logit_scale = 1.0 / cfg.temperature  # method §5: fixed, not learned
         self.backbone = CLIP.from_config(cfg)
         # CLIP's learned scale is unused here: frozen, so it never counts as an unused trainable (e.g. for DDP).
         self.backbone.logit_scale.requires_grad_(False)
@@ -120,7 +120,7 @@ class TrainingModel(nn.Module):
 
     def _text_passes(self) -> list[tuple[str, ...]]:
         """Text inputs encoded together: captions with questions (equal lengths: a question replaces a phrase by
-        as many masks as it has tokens, SPEC 6.1), MLM inputs, answers (a few tokens)."""
+        as many masks as it has tokens, method §6.1), MLM inputs, answers (a few tokens)."""
         passes = [("caption_ids", "question_ids") if "aqa" in self.losses else ("caption_ids",)]
         if "mlm" in self.losses:
             passes.append(("mlm_ids",))
@@ -131,13 +131,13 @@ class TrainingModel(nn.Module):
     def _kept_lengths(self, batch: Mapping[str, Tensor]) -> dict[str, int]:
         """Per caption, question and answer input, the positions its pass must keep for exact results.
 
-        The text tower is causal (SPEC 3), so positions up to the last EOT (largest id) do not depend on the
+        The text tower is causal (method §3), so positions up to the last EOT (largest id) do not depend on the
         padding after it; SG-IHA reads questions up to their last attended position (padded keys are masked
-        and only position 0 is read out, SPEC 6.3). MLM inputs keep every position: the cross-modal
-        transformer attends to the padding too (SPEC 5).
+        and only position 0 is read out, method §6.3). MLM inputs keep every position: the cross-modal
+        transformer attends to the padding too (method §5).
         """
         names = ["caption_ids", "question_ids", "answer_ids"] if "aqa" in self.losses else ["caption_ids"]
-        ends = [batch[name].argmax(dim=1) for name in names]  # EOT: the largest id (SPEC 3)
+        ends = [batch[name].argmax(dim=1) for name in names]  # EOT: the largest id (method §3)
         if "aqa" in self.losses:
             mask = batch["question_mask"].bool()
             positions = torch.arange(mask.shape[1], device=mask.device)
@@ -157,7 +157,7 @@ class TrainingModel(nn.Module):
 
     def _mlm(self, text_tokens: Tensor, image_tokens: Tensor, labels: Tensor,
              shard: BatchShard) -> tuple[Tensor, Tensor]:
-        """IRRA's masked-token prediction (SPEC 5); the vocabulary head sees only the masked positions."""
+        """IRRA's masked-token prediction (method §5); the vocabulary head sees only the masked positions."""
         x = cross_former(self.cross_attn, self.cross_modal_transformer, self.ln_pre_t(text_tokens),
                          self.ln_pre_i(image_tokens))
         masked = labels != 0
@@ -168,9 +168,9 @@ class TrainingModel(nn.Module):
 
     def _aqa(self, image: EncoderOutput, question_hidden: dict[int, Tensor], answer: Tensor,
              question_mask: Tensor, shard: BatchShard) -> tuple[Tensor, Tensor]:
-        """SG-IHA's attribute question answering loss (SPEC 6.2-6.4) and answer->bridge batch accuracy."""
+        """SG-IHA's attribute question answering loss (method §6.2-6.4) and answer->bridge batch accuracy."""
         visual_hidden = image.hidden
-        if self.detach_hidden:  # SPEC 6.2: the release's behaviour, no AQA gradient into the tapped layers
+        if self.detach_hidden:  # method §6.2: the release's behaviour, no AQA gradient into the tapped layers
             visual_hidden = {k: v.detach() for k, v in visual_hidden.items()}
             question_hidden = {k: v.detach() for k, v in question_hidden.items()}
         bridge = self.sgiha(image.global_feat, visual_hidden, question_hidden, question_mask)
@@ -195,7 +195,7 @@ def build_model(cfg, num_classes: int, world_size: int = 1, rank: int = 0) -> Tr
 
 
 def build_retrieval_model(cfg) -> CLIP:
-    """The evaluation model (SPEC 6.5): the backbone alone, randomly initialised, to receive trained weights."""
+    """The evaluation model (method §6.5): the backbone alone, randomly initialised, to receive trained weights."""
     return CLIP.from_config(cfg)
 
 
@@ -229,7 +229,8 @@ def retrieval_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 def retrieval_model(cfg: Config, state_dict: Mapping[str, Tensor], device: torch.device,
                     source: str = "the checkpoint") -> CLIP:
-    """The inference model (CLIP backbone only, SPEC 6.5) with the backbone entries of ``state_dict``, in eval mode."""
+    """The inference model (CLIP backbone only, method §6.5) with the backbone entries of ``state_dict``, in eval
+    mode."""
     model = build_retrieval_model(cfg)
     try:
         model.load_state_dict(retrieval_state_dict(state_dict))
@@ -253,7 +254,7 @@ def load_retrieval_model(cfg: Config, checkpoint: str | os.PathLike, device: tor
 
 
 def load_pretrained_model(cfg: Config, device: torch.device) -> CLIP:
-    """The zero-shot model: the config's pretrained CLIP weights (pretrain_choice / pretrain_path, SPEC 3) with the
+    """The zero-shot model: the config's pretrained CLIP weights (pretrain_choice / pretrain_path, method §3) with the
     positional grid resized to img_size / stride_size, in eval mode."""
     if cfg.pretrain_choice == "none":  # random weights, as in training: a pretrain_path is not read
         raise ConfigError("pretrain_choice = 'none': there are no pretrained weights to evaluate; set pretrain_choice "

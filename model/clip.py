@@ -1,4 +1,4 @@
-"""CLIP ViT image and text towers (SPEC 3) with OpenAI's state-dict layout and optional layer taps."""
+"""CLIP ViT image and text towers (method §3) with OpenAI's state-dict layout and optional layer taps."""
 from __future__ import annotations
 
 import math
@@ -15,7 +15,7 @@ class EncoderOutput(NamedTuple):
 
     global_feat: Tensor  # [B, D]
     tokens: Tensor  # [B, N, D], all positions after ln_post / ln_final and the projection
-    hidden: dict[int, Tensor]  # residual stream at the requested indices only (SPEC 6.2)
+    hidden: dict[int, Tensor]  # residual stream at the requested indices only (method §6.2)
 
 
 def patch_grid(img_size: Sequence[int], patch_size: int, stride: int) -> tuple[int, int]:
@@ -27,7 +27,7 @@ def patch_grid(img_size: Sequence[int], patch_size: int, stride: int) -> tuple[i
 
 
 class VisionTransformer(nn.Module):
-    """conv1 -> [CLS; patches] + positional -> ln_pre -> transformer -> ln_post -> @ proj (SPEC 3)."""
+    """conv1 -> [CLS; patches] + positional -> ln_pre -> transformer -> ln_post -> @ proj (method §3)."""
 
     def __init__(self, img_size: Sequence[int], patch_size: int, stride: int, width: int, layers: int,
                  heads: int, output_dim: int, grad_checkpoint: bool = False):
@@ -71,7 +71,7 @@ class CLIP(nn.Module):
                                        grad_checkpoint=grad_checkpoint)
         self.ln_final = nn.LayerNorm(text_width)
         self.text_projection = nn.Parameter(torch.empty(text_width, embed_dim))
-        # Kept for checkpoint compatibility; training uses the fixed scale 1 / temperature (SPEC 5).
+        # Kept for checkpoint compatibility; training uses the fixed scale 1 / temperature (method §5).
         self.logit_scale = nn.Parameter(torch.tensor(logit_scale_init))
         nn.init.normal_(self.token_embedding.weight, std=token_init_std)
         nn.init.normal_(self.positional_embedding, std=pos_init_std)
@@ -90,11 +90,11 @@ class CLIP(nn.Module):
                    grad_checkpoint=cfg.grad_checkpoint)
 
     def image_features(self, images: Tensor, layers: Sequence[int] = ()) -> EncoderOutput:
-        """Image tower: global feature = projected CLS token (SPEC 3)."""
+        """Image tower: global feature = projected CLS token (method §3)."""
         return self.visual(images, layers)
 
     def text_features(self, ids: Tensor, layers: Sequence[int] = ()) -> EncoderOutput:
-        """Text tower: global feature = projected token at the EOT position, the largest id (SPEC 3)."""
+        """Text tower: global feature = projected token at the EOT position, the largest id (method §3)."""
         length = ids.shape[1]
         if length > self.positional_embedding.shape[0]:
             raise ValueError(f"token sequences of length {length} exceed text_length "

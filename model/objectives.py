@@ -1,4 +1,4 @@
-"""Training objectives: SDM, ID, MLM (SPEC 5) and AQA (SPEC 6.4), each returning a scalar tensor.
+"""Training objectives: SDM, ID, MLM (method §5) and AQA (method §6.4), each returning a scalar tensor.
 
 Inputs may come out of an autocast region (the towers may run in float16 or bfloat16): every function here runs
 with autocast off and upcasts its inputs, so similarities, softmaxes, KL divergences and cross-entropies are float32
@@ -61,7 +61,7 @@ def compute_sdm(image_feats: Tensor, text_feats: Tensor, pids: Tensor, logit_sca
 
 @outside_autocast
 def compute_id(image_logits: Tensor, text_logits: Tensor, pids: Tensor, shard: BatchShard = LOCAL) -> Tensor:
-    """Identity classification: mean of the image and text cross-entropies (SPEC 5)."""
+    """Identity classification: mean of the image and text cross-entropies (method §5)."""
     image = F.cross_entropy(full_precision(image_logits), pids, reduction="none")
     text = F.cross_entropy(full_precision(text_logits), pids, reduction="none")
     return (shard.mean(image) + shard.mean(text)) / 2
@@ -69,7 +69,7 @@ def compute_id(image_logits: Tensor, text_logits: Tensor, pids: Tensor, shard: B
 
 @outside_autocast
 def compute_mlm(scores: Tensor, labels: Tensor, shard: BatchShard = LOCAL, global_count: int | None = None) -> Tensor:
-    """Cross-entropy over the positions whose label is not 0 (SPEC 5), averaged over the global batch's.
+    """Cross-entropy over the positions whose label is not 0 (method §5), averaged over the global batch's.
 
     ``scores`` [..., vocab] and ``labels`` [...]: either every position, or only the masked ones.
     ``global_count``: the masked positions of all processes, when the caller has counted them already.
@@ -86,7 +86,7 @@ def compute_mlm(scores: Tensor, labels: Tensor, shard: BatchShard = LOCAL, globa
 
 @outside_autocast
 def compute_aqa(answer_feats: Tensor, bridge_feats: Tensor, temperature: float, shard: BatchShard = LOCAL) -> Tensor:
-    """Symmetric InfoNCE between answer features and SG-IHA outputs, cosine / temperature (SPEC 6.4)."""
+    """Symmetric InfoNCE between answer features and SG-IHA outputs, cosine / temperature (method §6.4)."""
     scores = cosine_matrix(answer_feats, shard.gather(bridge_feats)) / temperature
     if shard.world_size == 1:
         back = scores.t()

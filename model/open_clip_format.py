@@ -1,4 +1,4 @@
-"""The retrieval model (SPEC 6.5) as an open_clip model: write an export folder and read one back.
+"""The retrieval model (method §6.5) as an open_clip model: write an export folder and read one back.
 
 An export folder holds three files:
 
@@ -67,7 +67,7 @@ def check_name(name: str) -> None:
 
 
 def model_config(cfg: Config) -> dict[str, Any]:
-    """The open_clip model config of the backbone ``cfg`` describes (SPEC 3: QuickGELU, MLP 4x)."""
+    """The open_clip model config of the backbone ``cfg`` describes (method §3: QuickGELU, MLP 4x)."""
     check_exportable(cfg)
     b = cfg.backbone
     return {

@@ -1,4 +1,4 @@
-"""OpenAI CLIP weights into the backbone (SPEC 3): from a local file, the CLIP package's cache, or a download.
+"""OpenAI CLIP weights into the backbone (method §3): from a local file, the CLIP package's cache, or a download.
 
 A local file is OpenAI's TorchScript archive (``ViT-B-16.pt``, as IRRA users have it) or a plain state dict.
 Without a file, open_clip's ``<arch>-quickgelu`` with ``pretrained='openai'`` fetches and caches the weights;
@@ -21,7 +21,7 @@ from model.clip import CLIP
 from utils.checkpoint import refusal_message, refused_objects
 from utils.errors import UserError
 
-# pretrain_choice -> open_clip model name (OpenAI's weights use QuickGELU, SPEC 3).
+# pretrain_choice -> open_clip model name (OpenAI's weights use QuickGELU, method §3).
 OPEN_CLIP_NAMES = {"ViT-B/16": "ViT-B-16-quickgelu", "ViT-B/32": "ViT-B-32-quickgelu",
                    "ViT-L/14": "ViT-L-14-quickgelu"}
 OPENAI_TAG = "openai"
@@ -70,7 +70,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
 
 
 def resize_pos_embed(posemb: Tensor, src_grid: Sequence[int], dst_grid: Sequence[int]) -> Tensor:
-    """Bilinear resize of the patch part of a [1 + rows*cols, W] positional table; CLS row kept (SPEC 3)."""
+    """Bilinear resize of the patch part of a [1 + rows*cols, W] positional table; CLS row kept (method §3)."""
     cls_row, grid = posemb[:1], posemb[1:]
     grid = grid.reshape(1, src_grid[0], src_grid[1], -1).permute(0, 3, 1, 2).float()
     grid = F.interpolate(grid, size=tuple(dst_grid), mode="bilinear", align_corners=False)
@@ -190,6 +190,6 @@ def apply_state_dict(model: CLIP, state: dict[str, Tensor], source: str,
 
 def load_pretrained(model: CLIP, choice: str, path: str | None,
                     pretrain_grid: Sequence[int] | None = None) -> None:
-    """Copy OpenAI's weights (``path`` if given, else via the CLIP package) into ``model`` (SPEC 3)."""
+    """Copy OpenAI's weights (``path`` if given, else via the CLIP package) into ``model`` (method §3)."""
     source = f"pretrain_path {path}" if path else f"pretrain_choice {choice}"
     apply_state_dict(model, pretrained_state_dict(choice, path), source, pretrain_grid)

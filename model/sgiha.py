@@ -1,7 +1,7 @@
-"""SG-IHA head (SPEC 6.2-6.3): per-layer semantic-guided filtering of visual tokens, question-to-image
+"""SG-IHA head (method §6.2-6.3): per-layer semantic-guided filtering of visual tokens, question-to-image
 cross-attention, a masked self-attention bridge and an MLP, one block per tapped hidden state.
 
-Training only (SPEC 6.5): the retrieval model never builds it.
+Training only (method §6.5): the retrieval model never builds it.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from model.transformer import merge_heads, split_heads
 
 
 class NoiseFilter(nn.Module):
-    """SPEC 6.3.1: gate the visual tokens by sigmoid(Linear(LN(v_g))); ``res`` also adds Linear(LN(v_g))."""
+    """method §6.3.1: gate the visual tokens by sigmoid(Linear(LN(v_g))); ``res`` also adds Linear(LN(v_g))."""
 
     def __init__(self, embed_dim: int, vision_width: int, residual: bool, eps: float):
         super().__init__()
@@ -31,7 +31,7 @@ class NoiseFilter(nn.Module):
 
 
 class CrossAttention(nn.Module):
-    """Question tokens attend to the image's patch tokens (SPEC 6.3.2); no mask."""
+    """Question tokens attend to the image's patch tokens (method §6.3.2); no mask."""
 
     def __init__(self, dim: int, text_width: int, vision_width: int, heads: int, eps: float):
         super().__init__()
@@ -60,7 +60,7 @@ class CrossAttention(nn.Module):
 
 
 class MaskedSelfAttention(nn.Module):
-    """Pre-LN self-attention whose keys at padded question positions are masked out (SPEC 6.3.4)."""
+    """Pre-LN self-attention whose keys at padded question positions are masked out (method §6.3.4)."""
 
     def __init__(self, dim: int, heads: int, eps: float):
         super().__init__()
@@ -99,12 +99,12 @@ class SGIHABlock(nn.Module):
 
 
 class SGIHAHead(nn.Module):
-    """Blocks over the tapped hidden states in ``layers`` order, then Z = Linear(LN(H)[:, SOT]) (SPEC 6.3)."""
+    """Blocks over the tapped hidden states in ``layers`` order, then Z = Linear(LN(H)[:, SOT]) (method §6.3)."""
 
     def __init__(self, cfg):
         super().__init__()
         s, b = cfg.sgiha, cfg.backbone
-        dim = b.embed_dim  # SPEC 6.3: d = 512, the joint embedding width
+        dim = b.embed_dim  # method §6.3: d = 512, the joint embedding width
         self.layers = tuple(s.layers)
         self.grad_checkpoint = cfg.grad_checkpoint
         self.blocks = nn.ModuleList(SGIHABlock(dim, b.embed_dim, b.text_width, b.vision_width, s)
@@ -126,7 +126,7 @@ class SGIHAHead(nn.Module):
 
 
 def init_block_module_(module: nn.Module, std: float) -> None:
-    """SPEC 6.3 init: Linear weights truncated normal, biases 0; LayerNorm 1 / 0."""
+    """method §6.3 init: Linear weights truncated normal, biases 0; LayerNorm 1 / 0."""
     if isinstance(module, nn.Linear):
         nn.init.trunc_normal_(module.weight, std=std)
         nn.init.zeros_(module.bias)

@@ -1,4 +1,4 @@
-"""Pre-LN residual attention blocks (SPEC 3) shared by the CLIP towers and the IRRA branch.
+"""Pre-LN residual attention blocks (method §3) shared by the CLIP towers and the IRRA branch.
 
 Parameter names follow OpenAI CLIP (``attn.in_proj_weight``, ``mlp.c_fc``, ...) so its checkpoints load
 unchanged; attention is computed by ``F.scaled_dot_product_attention`` on batch-first tensors.
@@ -13,12 +13,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-QUICK_GELU_SCALE = 1.702  # SPEC 3: QuickGELU(x) = x * sigmoid(1.702 x)
-MLP_RATIO = 4  # SPEC 3: hidden width of a block's MLP = 4 x width
+QUICK_GELU_SCALE = 1.702  # method §3: QuickGELU(x) = x * sigmoid(1.702 x)
+MLP_RATIO = 4  # method §3: hidden width of a block's MLP = 4 x width
 
 
 class QuickGELU(nn.Module):
-    """CLIP's sigmoid approximation of GELU (SPEC 3)."""
+    """CLIP's sigmoid approximation of GELU (method §3)."""
 
     def forward(self, x: Tensor) -> Tensor:
         return x * torch.sigmoid(QUICK_GELU_SCALE * x)
@@ -65,7 +65,7 @@ class MultiheadAttention(nn.Module):
 
 
 class ResidualAttentionBlock(nn.Module):
-    """x + attn(ln_1(x)), then x + mlp(ln_2(x)) (SPEC 3)."""
+    """x + attn(ln_1(x)), then x + mlp(ln_2(x)) (method §3)."""
 
     def __init__(self, width: int, heads: int, causal: bool = False):
         super().__init__()
@@ -93,7 +93,7 @@ class Transformer(nn.Module):
         self.resblocks = nn.ModuleList(ResidualAttentionBlock(width, heads, causal) for _ in range(layers))
 
     def forward(self, x: Tensor, taps: Sequence[int] = ()) -> tuple[Tensor, dict[int, Tensor]]:
-        """Output and the hidden states at ``taps`` (SPEC 6.2: 0 = input of block 1, i = output of block i)."""
+        """Output and the hidden states at ``taps`` (method §6.2: 0 = input of block 1, i = output of block i)."""
         layers = len(self.resblocks)
         bad = [t for t in taps if not 0 <= t <= layers]
         if bad:
@@ -108,7 +108,7 @@ class Transformer(nn.Module):
 
 
 def init_transformer_(transformer: Transformer, width: int) -> None:
-    """OpenAI CLIP's text-tower initialisation, also IRRA's for its cross-modal transformer (SPEC 5)."""
+    """OpenAI CLIP's text-tower initialisation, also IRRA's for its cross-modal transformer (method §5)."""
     layers = len(transformer.resblocks)
     attn_std = width ** -0.5
     proj_std = width ** -0.5 * (2 * layers) ** -0.5

@@ -8,7 +8,6 @@ from __future__ import annotations
 import torch
 
 
-
 def build_grad_scaler(device: torch.device, amp: str) -> torch.amp.GradScaler:
     """A GradScaler that is active only for fp16 (disabled scalers pass losses and steps through)."""
     return torch.amp.GradScaler(device.type, enabled=(amp == "fp16"))

@@ -1,4 +1,4 @@
-"""Evaluation: encode a split's gallery images and query captions with the retrieval model, then rank (SPEC 8)."""
+"""Evaluation: encode a split's gallery images and query captions with the retrieval model, then rank (method §8)."""
 from __future__ import annotations
 
 import logging

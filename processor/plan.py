@@ -33,8 +33,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from datasets.bases import DatasetError, dataset_files, get_benchmark
 from datasets.reader import read_benchmark
 from model.build import TrainingModel, build_model
-from solver.build import build_optimizer
 from processor.gpus import GPU_SPECS, GpuSpec
+from solver.build import build_optimizer
 from utils.config import Config
 from utils.errors import UserError
 from utils.tokenizer import get_tokenizer
@@ -50,8 +50,8 @@ USABLE_MEMORY_FRACTION = 0.9
 # (layer norms, softmax, the Adam step); measured on this project's CPU, fp32: 71% of the matmul rate.
 ASSUMED_UTILISATION = 0.4
 ASSUMED_CAPTION_TOKENS = (40, 60)  # no dataset: BPE tokens per caption, inclusive (bench/bench_train.py's batches)
-ANSWER_PHRASE_TOKENS = 3  # tokens of the longest answer phrase (SPEC 6.1 phrases: 2-3 tokens in the bench)
-SPECIAL_TOKENS = 2  # SOT and EOT around a caption's BPE tokens (SPEC 4)
+ANSWER_PHRASE_TOKENS = 3  # tokens of the longest answer phrase (method §6.1 phrases: 2-3 tokens in the bench)
+SPECIAL_TOKENS = 2  # SOT and EOT around a caption's BPE tokens (method §4)
 BOOLEAN_INDEX_OPS = (torch.ops.aten.index.Tensor, torch.ops.aten.index_put.default,
                      torch.ops.aten.index_put_.default, torch.ops.aten._index_put_impl_.default)
 KINDS = ("weights", "gradients", "optimizer_state", "batch", "activations", "temporaries")
@@ -294,7 +294,7 @@ def plan_step(cfg: Config, num_classes: int, shapes: TextShapes, amp: str, batch
 
 
 def published_train_counts(cfg: Config) -> tuple[int, int]:
-    """(training captions, identities) the literature reports for ``cfg.dataset_name`` (SPEC 2)."""
+    """(training captions, identities) the literature reports for ``cfg.dataset_name`` (method §2)."""
     try:
         identities, _, captions = get_benchmark(cfg.dataset_name).published["train"]
     except (KeyError, ValueError) as exc:
@@ -360,7 +360,7 @@ def plan_run(cfg: Config, device_type: str, gpus: Sequence[str]) -> dict[str, An
     lengths, source, captions, num_classes = caption_lengths(cfg)
     if captions is None:
         captions, num_classes = published_train_counts(cfg)
-        source += f"; {captions} training captions and {num_classes} identities as published (SPEC 2)"
+        source += f"; {captions} training captions and {num_classes} identities as published (method §2)"
     amp = _resolve_amp(cfg.amp, device_type)
     shapes = text_shapes(cfg, lengths, source)
     step = plan_step(cfg, num_classes, shapes, amp)

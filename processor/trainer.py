@@ -150,7 +150,7 @@ def summarize(cfg: Config, state: TrainState) -> str:
 
 
 def last_epoch(cfg: Config) -> int:
-    """The epoch training stops after: num_epoch, or early_stop_epoch when earlier (SPEC 7)."""
+    """The epoch training stops after: num_epoch, or early_stop_epoch when earlier (method §7)."""
     return cfg.num_epoch if cfg.early_stop_epoch is None else min(cfg.num_epoch, cfg.early_stop_epoch)
 
 

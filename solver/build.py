@@ -1,4 +1,4 @@
-"""Optimizer with SPEC 7's per-parameter learning-rate groups, and the per-epoch learning-rate schedule."""
+"""Optimizer with method §7's per-parameter learning-rate groups, and the per-epoch learning-rate schedule."""
 from __future__ import annotations
 
 import logging
@@ -14,14 +14,14 @@ from utils.config import CHOICES
 logger = logging.getLogger(__name__)
 
 # Module-name prefixes of the training model (matched by prefix, never by substring).
-IRRA_BRANCH = ("cross_attn.", "cross_modal_transformer.")  # SPEC 7: lr x lr_factor (its LayerNorms keep base lr)
-HEADS = ("classifier.", "mlm_head.")                        # SPEC 7: ID classifier and MLM head, lr x lr_factor
-SGIHA = ("sgiha.",)                                         # SPEC 7: every SG-IHA parameter, lr x lr_factor
+IRRA_BRANCH = ("cross_attn.", "cross_modal_transformer.")  # method §7: lr x lr_factor (its LayerNorms keep base lr)
+HEADS = ("classifier.", "mlm_head.")                        # method §7: ID classifier and MLM head, lr x lr_factor
+SGIHA = ("sgiha.",)                                         # method §7: every SG-IHA parameter, lr x lr_factor
 
 
 
 def param_lr_and_decay(cfg, name: str) -> tuple[float, float]:
-    """SPEC 7's rules in order for one parameter name; a later rule overrides an earlier one's lr."""
+    """method §7's rules in order for one parameter name; a later rule overrides an earlier one's lr."""
     lr, weight_decay = cfg.lr, cfg.weight_decay
     if name.startswith(IRRA_BRANCH):
         lr = cfg.lr * cfg.lr_factor
@@ -59,7 +59,7 @@ def build_param_groups(cfg, model: nn.Module) -> list[dict]:
 
 
 def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
-    """cfg.optimizer (Adam | AdamW | SGD) over SPEC 7's parameter groups."""
+    """cfg.optimizer (Adam | AdamW | SGD) over method §7's parameter groups."""
     groups = build_param_groups(cfg, model)
     if cfg.optimizer in ("Adam", "AdamW"):
         cls = torch.optim.Adam if cfg.optimizer == "Adam" else torch.optim.AdamW
@@ -70,7 +70,7 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
 
 
 def warmup_factor(cfg, k: int) -> float:
-    """SPEC 7: linear warm-up from cfg.warmup_factor to 1 over cfg.warmup_epochs (k = epoch - 1); 1 after."""
+    """method §7: linear warm-up from cfg.warmup_factor to 1 over cfg.warmup_epochs (k = epoch - 1); 1 after."""
     if k >= cfg.warmup_epochs:
         return 1.0
     alpha = k / cfg.warmup_epochs
@@ -78,19 +78,19 @@ def warmup_factor(cfg, k: int) -> float:
 
 
 def lr_factor_at(cfg, k: int, base_lr: float) -> float:
-    """Multiplier of a group's initial lr ``base_lr`` for the epoch with index k = epoch - 1 (SPEC 7)."""
+    """Multiplier of a group's initial lr ``base_lr`` for the epoch with index k = epoch - 1 (method §7)."""
     if cfg.lrscheduler == "step":
         return warmup_factor(cfg, k) * cfg.gamma ** bisect_right(cfg.milestones, k)
     if k < cfg.warmup_epochs:
         return warmup_factor(cfg, k)
-    # SPEC 7: cosine from the group's lr to cfg.target_lr over the epochs after warm-up.
+    # method §7: cosine from the group's lr to cfg.target_lr over the epochs after warm-up.
     progress = (k - cfg.warmup_epochs) / max(1, cfg.num_epoch - cfg.warmup_epochs)
     target = cfg.target_lr / base_lr if base_lr else 0.0  # a group at lr 0 stays at 0 whatever the factor
     return target + (1 - target) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
-    """Per-epoch schedule (SPEC 7): call ``step()`` once after each epoch; epoch e trains at factor(e - 1).
+    """Per-epoch schedule (method §7): call ``step()`` once after each epoch; epoch e trains at factor(e - 1).
 
     A schedule no longer than its warm-up is the warm-up alone (as the release: a one-epoch smoke run works).
     """
@@ -101,7 +101,7 @@ def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> torch.optim.lr_
     def group_lambda(base_lr: float) -> Callable[[int], float]:
         return lambda k: lr_factor_at(cfg, k, base_lr)
 
-    # The optimizer is build_optimizer's: each group's lr is the configured one (SPEC 7), the schedule's base.
+    # The optimizer is build_optimizer's: each group's lr is the configured one (method §7), the schedule's base.
     lambdas = [group_lambda(group["lr"]) for group in optimizer.param_groups]
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
 

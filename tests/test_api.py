@@ -82,7 +82,7 @@ def test_long_captions_are_truncated_with_a_warning(sources, caplog):
     long = CAPTION + " and a big black backpack" * 8
     features = encoder.encode_text([CAPTION, long])
     assert "1 caption(s) exceed text_length 40 tokens" in caplog.text and "#1 (" in caplog.text
-    # what is encoded: SOT, the first 38 tokens, EOT (SPEC 4)
+    # what is encoded: SOT, the first 38 tokens, EOT (method §4)
     tokenizer = encoder.tokenizer
     ids = torch.tensor([tokenizer.sot_id] + tokenizer.encode(long)[:38] + [tokenizer.eot_id])
     with torch.no_grad():

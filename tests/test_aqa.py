@@ -1,12 +1,18 @@
-"""AQA samples, one test per rule of SPEC 6.1."""
+"""AQA samples, one test per rule of method §6.1."""
 import random
 import re
 from collections import Counter
 
 import torch
 
-from datasets.aqa import (choose_span, fallback_span, find_occurrences, is_valid_phrase, make_aqa_sample,
-                          question_and_answer)
+from datasets.aqa import (
+    choose_span,
+    fallback_span,
+    find_occurrences,
+    is_valid_phrase,
+    make_aqa_sample,
+    question_and_answer,
+)
 
 KW = dict(context_length=77, answer_prefix_masks=3, min_word_len=3, fallback_min_len=4)
 
@@ -100,7 +106,7 @@ def test_question_mask_covers_sot_through_eot(tokenizer):
 
 
 def test_a_sample_is_drawn_from_the_given_generator_alone(tokenizer):
-    """SPEC 6.1 by hand from a twin of the generator: a phrase uniformly, then one of its occurrences uniformly;
+    """method §6.1 by hand from a twin of the generator: a phrase uniformly, then one of its occurrences uniformly;
     the question masks it with one mask per BPE token, the answer is 3 masks and the phrase. The global random
     stream is reseeded in between: a sample that read it would not follow its twin."""
     caption = "a red coat and a red bag and white shoes"

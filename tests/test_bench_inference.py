@@ -3,8 +3,8 @@ import torch
 
 from bench import bench_inference, bench_train
 from model.build import build_model, build_retrieval_model
-from utils.precision import resolve_device
 from tests.markdown_table import table_rows
+from utils.precision import resolve_device
 
 TINY_ARGS = ["--tiny", "--batch_size", "4", "--batches", "1", "--device", "cpu"]
 
@@ -18,7 +18,7 @@ def test_tiny_run_shows_one_retrieval_model(tmp_path):
     cfg = bench_train.bench_config("irra_sgiha", 4, "none", False, tiny=True)
     backbone = sum(p.numel() for p in build_retrieval_model(cfg).parameters())
     for cells in rows.values():
-        assert int(cells[2].replace(",", "")) == backbone  # SPEC 6.5: exactly the backbone's parameters
+        assert int(cells[2].replace(",", "")) == backbone  # method §6.5: exactly the backbone's parameters
         assert cells[3] == "yes"
         assert float(cells[4]) > 0 and float(cells[5]) > 0
     # The training models differ (SG-IHA and the IRRA branch exist only there).

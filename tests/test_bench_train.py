@@ -6,8 +6,8 @@ import torch
 
 from bench import bench_train
 from bench.memory import cpu_allocation_peak
-from utils.tokenizer import get_tokenizer
 from tests.markdown_table import table_rows
+from utils.tokenizer import get_tokenizer
 
 TINY_ARGS = ["--tiny", "--steps", "2", "--warmup", "1", "--batch_size", "4"]
 HALF_MS = 0.0005  # rounding error of a time printed with 3 decimals
@@ -15,7 +15,7 @@ FP32_BYTES = 4
 
 
 def sgiha_params(d: int, embed: int, text: int, vision: int, blocks: int, ratio: int) -> int:
-    """SG-IHA head size counted by hand from SPEC 6.3 (weights + biases, LayerNorms 2 x width)."""
+    """SG-IHA head size counted by hand from method §6.3 (weights + biases, LayerNorms 2 x width)."""
     noise_filter = 2 * embed + embed * vision + vision
     cross = 2 * text + 2 * vision + (text * d + d) + (vision * 2 * d + 2 * d) + (d * d + d)
     self_attn = 2 * d + (d * 3 * d + 3 * d) + (d * d + d)
@@ -24,7 +24,7 @@ def sgiha_params(d: int, embed: int, text: int, vision: int, blocks: int, ratio:
 
 
 def irra_params(d: int, depth: int, vocab: int) -> int:
-    """IRRA branch size counted by hand from SPEC 5: cross-attention, transformer, 3 LayerNorms, MLM head."""
+    """IRRA branch size counted by hand from method §5: cross-attention, transformer, 3 LayerNorms, MLM head."""
     attention = 4 * d * d + 4 * d
     block = 2 * 2 * d + attention + (d * 4 * d + 4 * d) + (4 * d * d + d)
     head = (d * d + d) + 2 * d + (d * vocab + vocab)
@@ -47,7 +47,7 @@ def test_synthetic_batch_looks_like_real_training_data():
         caption = batch["caption_ids"][i].tolist()
         eot = caption.index(tok.eot_id)
         assert caption[0] == tok.sot_id and lo <= eot - 1 <= hi and not any(caption[eot + 1:])
-        assert int(batch["caption_ids"][i].argmax()) == eot  # the global feature is read at EOT (SPEC 3)
+        assert int(batch["caption_ids"][i].argmax()) == eot  # the global feature is read at EOT (method §3)
         question = batch["question_ids"][i].tolist()
         masked = [j for j, t in enumerate(question) if t == tok.mask_id]
         assert 2 <= len(masked) <= 3 and masked == list(range(masked[0], masked[0] + len(masked)))
@@ -61,7 +61,7 @@ def test_synthetic_batch_looks_like_real_training_data():
         assert torch.equal(labels[labels > 0], batch["caption_ids"][i][labels > 0])
         masked_total += int((labels > 0).sum())
         real_total += eot - 1
-    assert 0.10 < masked_total / real_total < 0.20  # SPEC 5: p = 0.15 over ~3,200 tokens
+    assert 0.10 < masked_total / real_total < 0.20  # method §5: p = 0.15 over ~3,200 tokens
 
 
 def test_batch_statistics_counts_by_hand():

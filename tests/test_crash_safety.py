@@ -71,7 +71,8 @@ def test_killed_and_resumed_run_equals_the_uninterrupted_one(reference, tmp_path
 
 def test_children_see_ctrl_c_when_the_suite_ignores_it():
     """The SIGINT cases hold however the suite was started: `pytest &` without job control ignores SIGINT."""
-    probe = [sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"]
+    probe = [sys.executable, "-c",
+             "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"]
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         inherited = subprocess.run(probe, capture_output=True, text=True)

@@ -1,4 +1,4 @@
-"""Benchmark readers on fabricated files in each real format (SPEC 2), and every bad-input error."""
+"""Benchmark readers on fabricated files in each real format (method §2), and every bad-input error."""
 import json
 import logging
 from pathlib import Path

@@ -36,7 +36,7 @@ pytestmark = pytest.mark.slow  # processes started per test (see pytest.ini)
 # gathered losses give the single-process gradients to 1e-12 in float64 (test above).
 REL_TOL = 5e-5
 LOGGED_REL_TOL = 1e-4  # logged epoch means: a loss amplifies the weights' noise (AQA 3.6e-5 measured)
-# SPEC 7's Adam epsilon. The demo's 1e-8 turns float32 noise into whole steps for the parameters whose true
+# method §7's Adam epsilon. The demo's 1e-8 turns float32 noise into whole steps for the parameters whose true
 # gradient is zero (attention key biases: softmax ignores them), as it does between any two summation orders.
 SPEC_EPS = ["--adam_eps", "1e-3"]
 TOY_SAMPLES = 16 * 2 * 2  # make_tiny_toy: 16 training ids x 2 images x 2 captions
@@ -301,7 +301,8 @@ def _evaluate_splits(world_size: int, rank: int) -> list:
 
     torch.manual_seed(0)
     model = _TinyEncoder()
-    return [evaluate(model, _tiny_split(g, q, world_size, rank), torch.device("cpu"), "none", 8, rank=rank) for g, q in EMPTY_SHARE_SPLITS]
+    return [evaluate(model, _tiny_split(g, q, world_size, rank), torch.device("cpu"), "none", 8, rank=rank)
+            for g, q in EMPTY_SHARE_SPLITS]
 
 
 def _evaluate_worker(rank: int, world_size: int, port: int, out: str) -> None:

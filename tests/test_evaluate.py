@@ -130,9 +130,9 @@ def test_zero_shot_evaluates_the_config_s_pretrained_weights(run, openai_files, 
 @pytest.mark.slow
 def test_zero_shot_needs_pretrained_weights(run, tmp_path):
     toy, _ = run
-    result = subprocess.run([sys.executable, str(ROOT / "test.py"), "--config_file", str(CONFIG_DIR / "demo_pretrained.yaml"),
-                             "--checkpoint", "pretrained", "--pretrain_choice", "none", "--root_dir", str(toy),
-                             "--out_dir", str(tmp_path / "o")],
+    result = subprocess.run([sys.executable, str(ROOT / "test.py"),
+                             "--config_file", str(CONFIG_DIR / "demo_pretrained.yaml"), "--checkpoint", "pretrained",
+                             "--pretrain_choice", "none", "--root_dir", str(toy), "--out_dir", str(tmp_path / "o")],
                             capture_output=True, text=True)
     assert result.returncode == 2 and "pretrain_choice = 'none': there are no pretrained weights" in result.stderr
     assert not (tmp_path / "o").exists()

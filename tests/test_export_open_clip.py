@@ -83,7 +83,7 @@ def test_export_files_and_default_name(demo_run: Path, exported):
                                       "layers": 4, "mlp_ratio": 4}}
     assert json.loads(files.local_config.read_text())["model_cfg"] == model_cfg
     assert f'open_clip.add_model_config("{files.weights.parent.resolve()}")' in by_name
-    # SPEC 6.5: the weights are the backbone's, nothing of the training heads
+    # method §6.5: the weights are the backbone's, nothing of the training heads
     cfg = load_config(demo_run / CONFIG_FILE)
     assert set(load_file(str(files.weights))) == set(CLIP.from_config(cfg).state_dict())
 
@@ -102,8 +102,8 @@ def test_every_export_file_follows_the_umask(demo_run: Path, tmp_path: Path):
 
 
 def test_half_export_is_the_full_export_in_fp16_and_a_pretrain_path(demo_run: Path, exported, tmp_path: Path):
-    """--half (how configs/demo_pretrained.yaml's weights are written) stores each float tensor rounded to fp16, nothing else
-    changed; pretrain_choice file reads it back into a backbone as those fp16 values in fp32."""
+    """--half (how configs/demo_pretrained.yaml's weights are written) stores each float tensor rounded to fp16, nothing
+    else changed; pretrain_choice file reads it back into a backbone as those fp16 values in fp32."""
     full = load_file(str(exported[0].weights))
     half_file = export(demo_run, tmp_path / "half", "--half")[0].weights
     half = load_file(str(half_file))

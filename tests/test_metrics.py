@@ -1,4 +1,4 @@
-"""utils.metrics.retrieval_metrics against a loop-based reference written here (SPEC 8 definitions)."""
+"""utils.metrics.retrieval_metrics against a loop-based reference written here (method §8 definitions)."""
 from collections import Counter
 
 import pytest

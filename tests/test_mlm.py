@@ -1,4 +1,4 @@
-"""MLM masking statistics and rules (SPEC 5)."""
+"""MLM masking statistics and rules (method §5)."""
 import torch
 
 from datasets.mlm import mask_tokens
@@ -61,7 +61,7 @@ def test_masks_depend_on_the_generator_alone():
 
 
 def test_every_real_position_is_selected_at_the_same_rate():
-    """Selection is independent per token (SPEC 5): each real position on its own is selected 15% of the time."""
+    """Selection is independent per token (method §5): each real position on its own is selected 15% of the time."""
     g = torch.Generator().manual_seed(1)
     ids = caption_ids()  # 60 words: the fallback for an empty selection (0.85^60 of draws) is negligible
     draws = 4000

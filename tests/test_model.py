@@ -82,7 +82,7 @@ def test_recipe_builds_only_its_modules_and_returns_its_outputs(recipe):
     sum(v for k, v in out.items() if k.endswith("_loss")).backward()
     unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not unused, f"parameters built but not used by {recipe}: {unused[:5]}"
-    assert not model.backbone.logit_scale.requires_grad  # SPEC 5: the scale is fixed
+    assert not model.backbone.logit_scale.requires_grad  # method §5: the scale is fixed
 
 
 def test_loss_weights_scale_each_loss():

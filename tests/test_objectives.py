@@ -1,4 +1,4 @@
-"""Objectives against loop-based computations written from SPEC 5 and 6.4."""
+"""Objectives against loop-based computations written from method §5 and 6.4."""
 from __future__ import annotations
 
 import math

@@ -19,7 +19,7 @@ from utils.checkpoint import load_checkpoint, previous_path
 TRAIN_IDS = 8
 STEPS = TRAIN_IDS * 2 * 2 // 16  # steps per epoch: 2 images x 2 captions per identity at batch 16
 EPOCHS = 3
-# SPEC 7's warm-up from 0.1 x lr (epochs 1-2), then the cosine to a non-zero target (epoch 3).
+# method §7's warm-up from 0.1 x lr (epochs 1-2), then the cosine to a non-zero target (epoch 3).
 LR = 2e-3  # the schedules below are stated at this base lr, whatever the demo uses
 WARM_COSINE = (*benchmark_settings(), "--lr", str(LR), "--warmup_epochs", "2", "--warmup_factor", "0.1",
                "--target_lr", "1e-4")
@@ -85,7 +85,7 @@ def test_ctrl_c_and_resume_equal_the_uninterrupted_warm_up_and_cosine(toy, warm_
     _assert_same(run / "last.pth", warm_cosine / "last.pth")
     assert _training_rows(run) == _training_rows(warm_cosine)
     lrs = [lr for _, lr, _ in _training_rows(run)]
-    assert lrs[:2] == pytest.approx([LR * 0.1, LR * (0.1 * 0.5 + 0.5)])  # SPEC 7's warm-up
+    assert lrs[:2] == pytest.approx([LR * 0.1, LR * (0.1 * 0.5 + 0.5)])  # method §7's warm-up
 
 
 def test_step_milestones_resume_exactly(toy, monkeypatch, tmp_path):

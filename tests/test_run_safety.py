@@ -53,7 +53,7 @@ def test_a_split_smaller_than_the_batch_trains_every_caption(tmp_path: Path):
 
 
 def test_one_epoch_smoke_run_of_the_demo(toy: Path, tmp_path: Path):
-    # the benchmark configs' cosine (SPEC 7; the demo uses a step schedule): one epoch of warm-up is all of it
+    # the benchmark configs' cosine (method §7; the demo uses a step schedule): one epoch of warm-up is all of it
     run_dir = train_script.main(tiny_args(toy, tmp_path, *benchmark_settings(), "--num_epoch", "1",
                                           "--warmup_epochs", "1"))
     assert [r["epoch"] for r in _rows(run_dir)] == [1]

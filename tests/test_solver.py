@@ -1,4 +1,4 @@
-"""solver: SPEC 7's parameter groups and the per-epoch learning-rate schedule, checked against formulas
+"""solver: method §7's parameter groups and the per-epoch learning-rate schedule, checked against formulas
 written out here independently of solver/build.py."""
 import math
 
@@ -14,7 +14,7 @@ BASE_LR, WD, EPOCHS = 1e-5, 4e-5, 60
 
 
 class TinyTrainingModel(nn.Module):
-    """Carries the module names of the training model (SPEC 7 groups), with tiny layers."""
+    """Carries the module names of the training model (method §7 groups), with tiny layers."""
 
     def __init__(self):
         super().__init__()
@@ -30,7 +30,7 @@ class TinyTrainingModel(nn.Module):
 
 
 def expected_lr_and_decay(name: str) -> tuple[float, float]:
-    """SPEC 7 by hand: 5x for new modules, bias 2x and no decay (a new module's bias: 5x, no decay)."""
+    """method §7 by hand: 5x for new modules, bias 2x and no decay (a new module's bias: 5x, no decay)."""
     new = name.split(".")[0] in ("cross_attn", "cross_modal_transformer", "classifier", "mlm_head", "sgiha")
     is_bias = name.endswith("bias")
     head_or_sgiha = name.split(".")[0] in ("classifier", "mlm_head", "sgiha")
@@ -40,7 +40,7 @@ def expected_lr_and_decay(name: str) -> tuple[float, float]:
 
 
 def spec_lr(base: float, epoch: int) -> float:
-    """SPEC 7 written out: k = epoch - 1; warm-up 0.1 -> 1 over 5 epochs, then cosine to 0 at epoch 60's end."""
+    """method §7 written out: k = epoch - 1; warm-up 0.1 -> 1 over 5 epochs, then cosine to 0 at epoch 60's end."""
     k = epoch - 1
     if k < 5:
         return base * (0.1 * (1 - k / 5) + k / 5)
@@ -166,7 +166,7 @@ def test_schedule_no_longer_than_its_warmup_is_the_warmup():
     optimizer, scheduler = _fresh(cfg, TinyTrainingModel())
     bases = [g["initial_lr"] for g in optimizer.param_groups]
     seen = run_epochs(optimizer, scheduler, range(2))
-    for k, row in enumerate(seen):  # SPEC 7's linear warm-up: 0.1 x (1 - k/5) + k/5
+    for k, row in enumerate(seen):  # method §7's linear warm-up: 0.1 x (1 - k/5) + k/5
         assert row == pytest.approx([b * (0.1 * (1 - k / 5) + k / 5) for b in bases])
 
 

@@ -1,4 +1,4 @@
-"""Tokenizer: CLIP ids for ordinary text, SPEC 4 special ids, <|mask|> handling, truncation."""
+"""Tokenizer: CLIP ids for ordinary text, method §4 special ids, <|mask|> handling, truncation."""
 import torch
 from open_clip.tokenizer import SimpleTokenizer
 

@@ -10,8 +10,19 @@ from PIL import Image
 
 from datasets import read_benchmark
 from datasets.phrases import extract_phrases
-from datasets.toy import (COLOURS, HAIR_COLOURS, LIGHTING, REGION_PARTS, decode_labels, encode_labels, make_outfits,
-                          part_phrases, read_regions, render_with_regions, visible_phrases)
+from datasets.toy import (
+    COLOURS,
+    HAIR_COLOURS,
+    LIGHTING,
+    REGION_PARTS,
+    decode_labels,
+    encode_labels,
+    make_outfits,
+    part_phrases,
+    read_regions,
+    render_with_regions,
+    visible_phrases,
+)
 from tests.conftest import TOY_SIZES
 from tools.make_toy_dataset import main as make_toy_cli
 

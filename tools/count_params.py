@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from utils.cli import parse_first, run_cli  # noqa: E402
 
-CUHK_TRAIN_IDS = 11003  # SPEC 2: CUHK-PEDES training identities (the ID classifier's classes)
+CUHK_TRAIN_IDS = 11003  # method §2: CUHK-PEDES training identities (the ID classifier's classes)
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
@@ -58,7 +58,7 @@ def parameter_rows(cfg, num_classes: int) -> list[tuple[str, int]]:
         rows.append(("SG-IHA final norm + projection", count(model.sgiha.norm) + count(model.sgiha.proj)))
         rows.append(("SG-IHA total", count(model.sgiha)))
     rows.append(("training model total", count(model)))
-    rows.append(("retrieval model (evaluation, SPEC 6.5)", count(retrieval)))
+    rows.append(("retrieval model (evaluation, method §6.5)", count(retrieval)))
     return rows
 
 

@@ -1,4 +1,4 @@
-"""Export a trained run's retrieval model (the CLIP backbone, SPEC 6.5) for open_clip.
+"""Export a trained run's retrieval model (the CLIP backbone, method §6.5) for open_clip.
 
     python tools/export_open_clip.py --config_file <run> --out DIR [--checkpoint PATH] [--name NAME] [--half]
 
@@ -39,8 +39,7 @@ parse_first(parse_args, __name__)  # --help and argument mistakes answer here, b
 import torch  # noqa: E402
 
 from model.build import load_retrieval_model  # noqa: E402
-from model.open_clip_format import (NAME_CHARS, RESIZE_MODE, ExportFiles, check_exportable, check_name,  # noqa: E402
-                                    write_export)
+from model.open_clip_format import NAME_CHARS, RESIZE_MODE, ExportFiles, check_exportable, check_name, write_export  # noqa: E402
 from utils.checkpoint import CheckpointError  # noqa: E402
 from utils.config import load_config  # noqa: E402
 from utils.images import RESIZE_INTERPOLATION  # noqa: E402

@@ -32,7 +32,7 @@ DPI = 100  # pixels per inch: a panel is 400 x 300 pixels
 TOTAL_LOSS = "loss"  # the sum of the weighted losses in metrics.jsonl
 LOSS_SUFFIX = "_loss"
 LR_KEY = "lr"
-RETRIEVAL_KEYS = ("R1", "mAP")  # SPEC 8 metrics worth a curve
+RETRIEVAL_KEYS = ("R1", "mAP")  # method §8 metrics worth a curve
 EVAL_STYLES = {"test": ("-", "solid"), "val": ("--", "dashed")}  # line style per evaluated split, and its name
 CURVES_FILE = "curves.png"  # default output name
 

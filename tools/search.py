@@ -54,14 +54,14 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from datasets.transforms import build_transform  # noqa: E402
+from model.build import load_retrieval_model  # noqa: E402
+from model.encode import encode_batch  # noqa: E402
 from utils.config import Config, load_config  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.images import load_image  # noqa: E402
 from utils.io import atomic_torch_save, check_output_folder  # noqa: E402
 from utils.logger import setup_logger  # noqa: E402
 from utils.precision import resolve_amp, resolve_device  # noqa: E402
-from model.build import load_retrieval_model  # noqa: E402
-from model.encode import encode_batch  # noqa: E402
 from utils.tokenizer import tokenize_queries  # noqa: E402
 from utils.visualize import GridLayout, Tile, draw_grid, save_png  # noqa: E402
 

@@ -28,8 +28,17 @@ from utils.cli import run_cli  # noqa: E402
 from utils.config import Config  # noqa: E402
 from utils.io import atomic_write_text  # noqa: E402
 from utils.logger import setup_warning_logger  # noqa: E402
-from utils.runs import (CONFIG_FILE, METRIC_KEYS, RunScores, read_test_scores, run_config,  # noqa: E402
-                        run_label, seed_groups, unique_labels, usable_runs)
+from utils.runs import (  # noqa: E402
+    CONFIG_FILE,
+    METRIC_KEYS,
+    RunScores,
+    read_test_scores,
+    run_config,
+    run_label,
+    seed_groups,
+    unique_labels,
+    usable_runs,
+)
 
 DECIMALS = 2  # metrics are percentages, reported to 0.01 like the papers
 MIN_GROUP = 2  # a standard deviation needs at least two runs

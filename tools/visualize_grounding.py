@@ -3,8 +3,8 @@
     python tools/visualize_grounding.py --config_file <run>/configs.yaml [--checkpoint PATH] [--split test]
         [--caption "..." --image PATH] [--num N] [--out PNG] [--json] [--key value ...]
 
-For a caption and its image, each attribute phrase is masked in turn (SPEC 6.1) and the attention of the masked
-positions over the image patches in each SG-IHA block (one per tapped layer, SPEC 6.3.2) is drawn as a heat map
+For a caption and its image, each attribute phrase is masked in turn (method §6.1) and the attention of the masked
+positions over the image patches in each SG-IHA block (one per tapped layer, method §6.3.2) is drawn as a heat map
 over the image, then the mean of the layers ("combined"). Without --caption, --num images of the split (spread
 evenly) are drawn with their first caption.
 
@@ -62,10 +62,17 @@ from prettytable import PrettyTable  # noqa: E402
 from datasets.aqa import find_occurrences, is_valid_phrase  # noqa: E402
 from datasets.bases import DatasetError, Record, dataset_files, parse_records, read_annotation  # noqa: E402
 from datasets.phrases import extract_phrases  # noqa: E402
-from datasets.toy import decode_labels, read_regions, REGION_PARTS  # noqa: E402
+from datasets.toy import REGION_PARTS, decode_labels, read_regions  # noqa: E402
 from datasets.transforms import build_transform  # noqa: E402
-from inference.grounding import (Question, attention_maps, encode_questions, load_grounding_model,  # noqa: E402
-                             patches_on_part, pointing_hit, with_combined)
+from inference.grounding import (  # noqa: E402
+    Question,
+    attention_maps,
+    encode_questions,
+    load_grounding_model,
+    patches_on_part,
+    pointing_hit,
+    with_combined,
+)
 from tools.visualize_test import pick_queries  # noqa: E402
 from utils.config import Config, load_config  # noqa: E402
 from utils.errors import UserError  # noqa: E402
@@ -83,7 +90,7 @@ LABEL_LINES = 2  # under each tile: the phrase (or layer), then its part (or the
 
 
 def caption_questions(caption: str, image: int, cfg: Config) -> list[Question]:
-    """A question for each valid attribute phrase of ``caption`` (SPEC 6.1's extraction and validity rule)."""
+    """A question for each valid attribute phrase of ``caption`` (method §6.1's extraction and validity rule)."""
     phrases = dict.fromkeys(p for p in extract_phrases(caption, cfg.phrase_backend)
                             if is_valid_phrase(p, cfg.sgiha.min_word_len) and find_occurrences(caption, p))
     return [Question(image, caption, phrase) for phrase in phrases]

@@ -1,4 +1,4 @@
-"""Images as the model sees them (SPEC 3): reading a file, CLIP's normalisation and the evaluation resize.
+"""Images as the model sees them (method §3): reading a file, CLIP's normalisation and the evaluation resize.
 
 Training data, evaluation, the doctor, the encoder API, the tools and the open_clip export all read these from here.
 """
@@ -8,7 +8,7 @@ from PIL import Image
 
 from utils.errors import UserError
 
-# CLIP's normalisation (SPEC 3; open_clip.constants.OPENAI_DATASET_MEAN/STD, stated here so that importing the
+# CLIP's normalisation (method §3; open_clip.constants.OPENAI_DATASET_MEAN/STD, stated here so that importing the
 # transforms does not import open_clip)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

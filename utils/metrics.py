@@ -1,4 +1,4 @@
-"""Retrieval metrics of SPEC 8 (CMC Rank-k, mAP, mINP) from a query x gallery similarity matrix.
+"""Retrieval metrics of method §8 (CMC Rank-k, mAP, mINP) from a query x gallery similarity matrix.
 
 No gallery row is ever sorted. A query's metrics only need the rank of each of its positives, and the
 rank of a positive is a count: the gallery items scoring at least as high. Per chunk of queries, each
@@ -15,12 +15,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-REPORTED_RANKS = (1, 5, 10)  # SPEC 8: Rank-1/5/10 (those up to max_rank, and max_rank itself)
+REPORTED_RANKS = (1, 5, 10)  # method §8: Rank-1/5/10 (those up to max_rank, and max_rank itself)
 
 
 def retrieval_metrics(similarity: Tensor, q_pids: Tensor, g_pids: Tensor, max_rank: int = 10,
                       chunk_size: int = 1024) -> dict[str, float]:
-    """R1/R5/R10 (up to ``max_rank``), mAP and mINP in percent for queries ranking the gallery (SPEC 8).
+    """R1/R5/R10 (up to ``max_rank``), mAP and mINP in percent for queries ranking the gallery (method §8).
 
     ``similarity`` is [num_queries, num_gallery] (any float dtype, on any device: the work runs there).
     Image-to-text: ``retrieval_metrics(similarity.T, g_pids, q_pids)``. Queries are processed

@@ -39,7 +39,7 @@ def native_bf16(device: torch.device) -> bool:
 
 
 def resolve_amp(amp: str, device: torch.device) -> str:
-    """'auto' is bf16 on GPUs with native bf16, fp16 (with a GradScaler) on older GPUs and none on CPU (SPEC 7
+    """'auto' is bf16 on GPUs with native bf16, fp16 (with a GradScaler) on older GPUs and none on CPU (method §7
     trains in fp32; AMP is this project's speed option). The choice of 'auto' is logged."""
     if amp != "auto":
         return amp

@@ -1,4 +1,4 @@
-"""CLIP byte-level BPE tokenizer with the IRRA ``<|mask|>`` id (SPEC 4).
+"""CLIP byte-level BPE tokenizer with the IRRA ``<|mask|>`` id (method §4).
 
 The vocabulary and the BPE merge code come from open_clip's ``SimpleTokenizer``; this module only
 re-assigns id 49405 (the last merge, 'jekyll</w>') to ``<|mask|>`` and builds fixed-length sequences.
@@ -15,12 +15,12 @@ import torch
 logger = logging.getLogger(__name__)
 
 MASK_TOKEN = "<|mask|>"
-DEFAULT_CONTEXT_LENGTH = 77  # CLIP's text context (SPEC 4; open_clip.tokenizer.DEFAULT_CONTEXT_LENGTH)
+DEFAULT_CONTEXT_LENGTH = 77  # CLIP's text context (method §4; open_clip.tokenizer.DEFAULT_CONTEXT_LENGTH)
 QUERY_PREVIEW_CHARS = 60  # how much of a truncated query its warning quotes
 
 
 class Tokenizer:
-    """CLIP BPE with SOT 49406, EOT 49407 and ``<|mask|>`` 49405 (SPEC 4)."""
+    """CLIP BPE with SOT 49406, EOT 49407 and ``<|mask|>`` 49405 (method §4)."""
 
     def __init__(self) -> None:
         from open_clip.tokenizer import SimpleTokenizer  # here, not at import: importing open_clip takes seconds
@@ -29,7 +29,7 @@ class Tokenizer:
         self.sot_id: int = self._clip.sot_token_id
         self.eot_id: int = self._clip.eot_token_id
         self.vocab_size: int = self._clip.vocab_size
-        # The last merge gives up its id to <|mask|> (SPEC 4): drop the merge so its word is
+        # The last merge gives up its id to <|mask|> (method §4): drop the merge so its word is
         # spelled with earlier merges, and drop its vocabulary entry so nothing else maps to that id.
         last_merge = max(self._clip.bpe_ranks, key=self._clip.bpe_ranks.get)
         merged = "".join(last_merge)
@@ -74,7 +74,7 @@ class Tokenizer:
         return [self.sot_id] + self.encode(text) + [self.eot_id]
 
     def fit(self, ids: list[int], context_length: int) -> torch.LongTensor:
-        """``[context_length]`` ids: ``ids`` padded with zeros; truncation keeps EOT last (SPEC 4)."""
+        """``[context_length]`` ids: ``ids`` padded with zeros; truncation keeps EOT last (method §4)."""
         if len(ids) > context_length:
             ids = ids[:context_length]
             ids[-1] = self.eot_id
@@ -83,7 +83,7 @@ class Tokenizer:
         return out
 
     def __call__(self, text: str, context_length: int = DEFAULT_CONTEXT_LENGTH) -> torch.LongTensor:
-        """``[context_length]`` ids: SOT, tokens, EOT, zeros; truncation keeps EOT last (SPEC 4)."""
+        """``[context_length]`` ids: SOT, tokens, EOT, zeros; truncation keeps EOT last (method §4)."""
         return self.fit(self.sequence(text), context_length)
 
 
