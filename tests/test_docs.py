@@ -26,6 +26,7 @@ HTML_ANCHOR = re.compile(r"<a\s+(?:id|name)=\"([^\"]+)\"")
 FENCE = re.compile(r"^\s*```")
 EXTERNAL = ("http://", "https://", "mailto:")
 PLACEHOLDER = re.compile(r"[<>*$~{}\[\]]")
+INLINE_PATH = re.compile(r"`([\w./-]+\.(?:py|sh|yaml))`")
 
 
 def tracked_files() -> list[Path]:
@@ -172,6 +173,16 @@ def test_readme_commands_name_existing_files():
     named |= set(python_entry_points(commands))
     missing = sorted(n for n in named if not PLACEHOLDER.search(n) and not (ROOT / n).exists())
     assert not missing, f"README commands name files that do not exist: {missing}"
+
+
+def test_readme_names_existing_files_in_its_text():
+    """Every `path.py` / `.sh` / `.yaml` the README names in inline code, under a tracked top-level name, exists."""
+    top = {path.relative_to(ROOT).parts[0] for path in tracked_files()}
+    bad = []
+    for number, line in outside_fences((ROOT / "README.md").read_text(encoding="utf-8")):
+        bad += [f"README.md:{number}: {name}" for name in INLINE_PATH.findall(line)
+                if Path(name).parts[0] in top and not (ROOT / name).exists()]
+    assert not bad, "the README names files that do not exist:\n" + "\n".join(bad)
 
 
 @pytest.mark.parametrize("script", python_entry_points(readme_commands()) if (ROOT / "README.md").is_file() else [])
