@@ -147,3 +147,11 @@ def test_examples_are_laid_out_in_columns_within_the_width(examples: int, layers
                               + rows * (panels[0].height + layout.margin))
     tiles = visualize_grounding.example_tiles(questions[:3], maps[:3], images, ["combined"], hits)
     assert [t.label for t in tiles[::2]] == [f'"{p}"\n(upper)' for p in phrases]  # whole phrases, drawn whole
+
+
+def test_panels_share_their_text_lines_so_that_rows_line_up():
+    short, long = "A man in blue jeans.", "A man " + "who walks down a long street " * 6 + "in blue jeans."
+    questions = [Question(0, short, "blue jeans", "lower"), Question(1, long, "blue jeans", "lower")]
+    images = [Image.new("RGB", (48, 128), (90, 90, 90))] * 2
+    panels = visualize_grounding.example_panels(questions, torch.rand(2, 3, 8, 4), images, [2, 3], None)
+    assert panels[0].size == panels[1].size

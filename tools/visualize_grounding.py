@@ -24,6 +24,7 @@ import json
 import logging
 import sys
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -184,16 +185,19 @@ def example_tiles(questions: Sequence[Question], maps: torch.Tensor, images: lis
 
 def example_panels(questions: list[Question], maps: torch.Tensor, images: list[Image.Image], layers: Sequence[int],
                    verdicts: list[bool] | None) -> list[Image.Image]:
-    """One panel per drawn caption of an image: the caption, then a row per question; every text whole."""
+    """One panel per drawn caption of an image: the caption, then a row per question; every text whole, and the
+    same text lines in every panel, so that the panels' rows line up."""
     names = [f"layer {k}" for k in layers] + ["combined"]
-    panels = []
+    examples = []
     for image, caption in dict.fromkeys((q.image, q.caption) for q in questions):
         rows = [i for i, q in enumerate(questions) if (q.image, q.caption) == (image, caption)]
-        tiles = example_tiles([questions[i] for i in rows], maps[rows], images, names,
-                              None if verdicts is None else [verdicts[i] for i in rows])
-        layout = fitted_layout(GridLayout(columns=len(names) + 1), caption, [t.label for t in tiles])
-        panels.append(draw_grid(caption, tiles, layout))
-    return panels
+        examples.append((caption, example_tiles([questions[i] for i in rows], maps[rows], images, names,
+                                                None if verdicts is None else [verdicts[i] for i in rows])))
+    base = GridLayout(columns=len(names) + 1)
+    fitted = [fitted_layout(base, caption, [t.label for t in tiles]) for caption, tiles in examples]
+    layout = replace(base, header_lines=max(f.header_lines for f in fitted),
+                     label_lines=max(f.label_lines for f in fitted))
+    return [draw_grid(caption, tiles, layout) for caption, tiles in examples]
 
 
 def draw(questions: list[Question], maps: torch.Tensor, images: list[Image.Image], layers: Sequence[int],
