@@ -163,6 +163,7 @@ def test_memory_warning_names_the_fix():
 @pytest.mark.parametrize("extra, names", [
     (["--gpu", "H100-80GB", "B200"], ["B200", "unknown GPU", "H100-80GB"]),
     (["--dataset_name", "custom"], ["custom", "root_dir"]),
+    (["--write_docs", str(REPO / "bench" / "README.md")], ["bench/README.md", "<!-- plan_run:gpu_table begin -->"]),
 ])
 def test_wrong_commands_end_in_one_error_line(extra, names):
     command = [sys.executable, str(REPO / "tools" / "plan_run.py"), "--config_file", IRRA_SGIHA, *TINY_CLI, *extra]
