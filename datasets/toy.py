@@ -141,6 +141,18 @@ def caption(outfit: Outfit, visible: dict[str, str], rng: random.Random) -> str:
     return f"{text} {PRONOUNS[outfit.subject]} {_join(verbs[split:])}." if verbs[split:] else text
 
 
+def example_caption(rng: random.Random) -> str:
+    """A caption in the toy's sentence pattern, of a random outfit with every part named: a query that a model
+    trained on the toy understands (it has read no other sentences)."""
+    (outfit,) = make_outfits(1, _colour_pairs(rng), rng)
+    return caption(outfit, part_phrases(outfit), rng)
+
+
+def is_toy_dataset(dataset_dir: str | Path) -> bool:
+    """Whether ``dataset_dir`` was written by this generator (it holds REGIONS_FILE)."""
+    return (Path(dataset_dir) / REGIONS_FILE).is_file()
+
+
 def make_outfits(n: int, colour_pairs: list[tuple[str, str]], rng: random.Random) -> list[Outfit]:
     """``n`` outfits whose (upper, lower) colours run through ``colour_pairs`` (distinct for n <= len)."""
     outfits = []

@@ -34,6 +34,7 @@ from datasets.bases import DatasetError, dataset_files, get_benchmark
 from datasets.reader import read_benchmark
 from model.build import TrainingModel, build_model
 from processor.gpus import GPU_SPECS, GpuSpec
+from processor.trainer import last_epoch
 from solver.build import build_optimizer
 from utils.config import Config
 from utils.errors import UserError
@@ -55,6 +56,19 @@ SPECIAL_TOKENS = 2  # SOT and EOT around a caption's BPE tokens (method §4)
 BOOLEAN_INDEX_OPS = (torch.ops.aten.index.Tensor, torch.ops.aten.index_put.default,
                      torch.ops.aten.index_put_.default, torch.ops.aten._index_put_impl_.default)
 KINDS = ("weights", "gradients", "optimizer_state", "batch", "activations", "temporaries")
+PHASES = ("forward", "backward", "optimizer step")  # the parts of a step, in order
+# Why a kind holds no bytes at the peak, by the phase the peak falls in (None: in any phase). A kind and phase not
+# named here get the plain fact ("none alive at the peak, in the <phase>").
+ZERO_REASONS: dict[tuple[str, str | None], str] = {
+    ("gradients", "forward"): "backward has not made this step's yet, and the optimizer's zero_grad(set_to_none=True) "
+                              "freed the previous step's",
+    ("gradients", "backward"): "the peak comes before backward made its first parameter gradient",
+    ("temporaries", "forward"): "they are what backward and the optimizer step make; the forward's tensors count "
+                                "as activations",
+    ("activations", "backward"): "backward had freed every tensor the forward saved",
+    ("activations", "optimizer step"): "backward freed the tensors the forward saved before the optimizer step",
+    ("optimizer_state", None): "the optimizer keeps no state (e.g. SGD without momentum)",
+}
 
 
 class PlanError(UserError, ValueError):
@@ -84,6 +98,13 @@ class StepPlan:
     flops: int
     peak_bytes: int
     breakdown: dict[str, int]  # KINDS -> bytes alive at the peak
+    peak_phase: str  # the part of the step (PHASES) the peak falls in
+
+
+def zero_at_peak(breakdown: Mapping[str, int], phase: str) -> dict[str, str]:
+    """Each kind with no bytes at the peak -> why, from the phase the peak falls in (ZERO_REASONS)."""
+    return {kind: ZERO_REASONS.get((kind, phase)) or ZERO_REASONS.get((kind, None))
+            or f"none alive at the peak, in the {phase}" for kind in KINDS if breakdown[kind] == 0}
 
 
 def expected_batch_max(lengths: Sequence[int], batch_size: int) -> float:
@@ -149,6 +170,8 @@ class _LiveStorages(TorchDispatchMode):
     def __init__(self):
         super().__init__()
         self.kind = "temporaries"  # kind of the storages made now
+        self.phase = PHASES[0]  # the part of the step running now
+        self.peak_phase = self.phase
         self._serial = itertools.count()
         self._live: dict[int, tuple[int, int, str, Any]] = {}  # id(storage) -> (serial, bytes, kind, weakref)
         self._events: list[tuple[int, int, str]] = []  # (serial, +bytes / -bytes, kind)
@@ -176,7 +199,7 @@ class _LiveStorages(TorchDispatchMode):
         self._events.append((serial, change, kind))
         self.now += change
         if self.now > self.peak:
-            self.peak, self._peak_event = self.now, len(self._events) - 1
+            self.peak, self._peak_event, self.peak_phase = self.now, len(self._events) - 1, self.phase
 
     def alive_at_peak(self) -> dict[int, tuple[int, str]]:
         """serial -> (bytes, kind) of the storages alive at the peak."""
@@ -236,11 +259,12 @@ def _step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Mapping[str
     loss = sum(v for k, v in outputs.items() if k.endswith("_loss"))
     del outputs
     if tracker is not None:
-        tracker.kind = "temporaries"
+        tracker.kind, tracker.phase = "temporaries", PHASES[1]
     loss.backward()  # fp16's GradScaler multiplies the loss and unscales in place: no memory of its own
     grads = set()
     if tracker is not None:
         grads = {tracker.serial(p.grad) for p in model.parameters() if p.grad is not None}
+        tracker.phase = PHASES[2]
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return grads
@@ -290,7 +314,7 @@ def plan_step(cfg: Config, num_classes: int, shapes: TextShapes, amp: str, batch
     breakdown = dict.fromkeys(KINDS, 0)
     for serial, (nbytes, kind) in tracker.alive_at_peak().items():
         breakdown["gradients" if serial in grads else kind] += nbytes
-    return StepPlan(size, int(counter.get_total_flops()), tracker.peak, breakdown)
+    return StepPlan(size, int(counter.get_total_flops()), tracker.peak, breakdown, tracker.peak_phase)
 
 
 def published_train_counts(cfg: Config) -> tuple[int, int]:
@@ -326,7 +350,8 @@ def _resolve_amp(amp: str, device_type: str) -> str:
 
 def gpu_rows(cfg: Config, num_classes: int, lengths: Sequence[int], source: str, flops_per_epoch: float,
              gpus: Sequence[str], cuda_plan: StepPlan, amp: str) -> dict[str, dict[str, Any]]:
-    """Per named GPU: fits, largest batch with and without checkpointing, epoch and run time bounds."""
+    """Per named GPU: fits, largest batch with and without checkpointing, epoch and run time bounds (a run: the
+    epochs the config runs, early_stop_epoch included)."""
     size = cfg.batch_size
     lines = {}
     for checkpointed in (False, True):
@@ -340,7 +365,7 @@ def gpu_rows(cfg: Config, num_classes: int, lengths: Sequence[int], source: str,
         budget = spec.memory_gib * GIB * USABLE_MEMORY_FRACTION
         tflops = peak_tflops(spec, amp)
         lower = None if tflops is None else flops_per_epoch / (tflops * TERA)
-        run = None if lower is None else lower * cfg.num_epoch
+        run = None if lower is None else lower * last_epoch(cfg)
         rows[name] = {
             "memory_bytes": int(spec.memory_gib * GIB), "usable_bytes": int(budget),
             "fits": cuda_plan.peak_bytes <= budget, "max_batch_size": largest_batch(*lines[False], budget),
@@ -371,8 +396,9 @@ def plan_run(cfg: Config, device_type: str, gpus: Sequence[str]) -> dict[str, An
         "text_shapes": {"caption_length": shapes.caption_length, "answer_length": shapes.answer_length,
                         "mlm_masked": shapes.mlm_masked, "source": shapes.source},
         "flops_per_step": step.flops, "steps_per_epoch": steps_per_epoch,
-        "flops_per_epoch": step.flops * steps_per_epoch, "peak_memory_bytes": step.peak_bytes,
-        "breakdown": step.breakdown,
+        "flops_per_epoch": step.flops * steps_per_epoch, "epochs": last_epoch(cfg),
+        "peak_memory_bytes": step.peak_bytes, "breakdown": step.breakdown, "peak_phase": step.peak_phase,
+        "zero_at_peak": zero_at_peak(step.breakdown, step.peak_phase),
     }
     cuda_amp = _resolve_amp(cfg.amp, "cuda")
     cuda_plan = step if cuda_amp == amp else plan_step(cfg, num_classes, shapes, cuda_amp)

@@ -1,6 +1,7 @@
 """processor/plan.py and tools/plan_run.py: FLOPs and peak memory of a fake step against real steps (issue 17)."""
 import itertools
 import json
+import shlex
 import subprocess
 import sys
 
@@ -8,14 +9,17 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench import plan_table
 from bench.bench_train import TINY_NUM_CLASSES, bench_config, build_and_step, synthetic_batch, train_step
 from bench.memory import cpu_allocation_peak
+from datasets.bases import DatasetError, dataset_files
 from datasets.reader import read_benchmark
 from model.build import build_model
 from processor import plan
 from tests.cli_checks import REPO, assert_one_error_line
 from tools import plan_run
-from utils.config import CONFIG_DIR
+from utils.config import CONFIG_DIR, load_config
+from utils.doc_blocks import block_names, read_block
 from utils.tokenizer import get_tokenizer
 
 IRRA_SGIHA = str(CONFIG_DIR / "CUHK-PEDES" / "irra_sgiha.yaml")
@@ -108,6 +112,10 @@ def test_full_vit_b16_plans_under_fake_tensors_without_allocating():
         planned = plan.plan_step(cfg, 11_003, plan.worst_case_shapes(cfg, 64), "bf16")
     assert planned.breakdown["weights"] == params * FP32_BYTES
     assert planned.peak_bytes > 3 * params * FP32_BYTES  # weights, Adam moments and some gradients
+    # At this size the peak ends the forward: no gradient is made yet, nothing of backward's exists.
+    assert planned.peak_phase == "forward"
+    assert planned.breakdown["gradients"] == planned.breakdown["temporaries"] == 0
+    assert set(plan.zero_at_peak(planned.breakdown, planned.peak_phase)) == {"gradients", "temporaries"}
     assert allocated["peak_bytes"] < 0.01 * planned.peak_bytes  # fake tensors: no real storage
 
 
@@ -155,6 +163,7 @@ def test_memory_warning_names_the_fix():
 @pytest.mark.parametrize("extra, names", [
     (["--gpu", "H100-80GB", "B200"], ["B200", "unknown GPU", "H100-80GB"]),
     (["--dataset_name", "custom"], ["custom", "root_dir"]),
+    (["--write_docs", str(REPO / "bench" / "README.md")], ["bench/README.md", "<!-- plan_run:gpu_table begin -->"]),
 ])
 def test_wrong_commands_end_in_one_error_line(extra, names):
     command = [sys.executable, str(REPO / "tools" / "plan_run.py"), "--config_file", IRRA_SGIHA, *TINY_CLI, *extra]
@@ -189,3 +198,82 @@ def test_a_plan_does_not_depend_on_what_ran_before():
     peaks = [plan.plan_step(cfg, TINY_NUM_CLASSES, shapes, "none", grad_checkpoint=True).peak_bytes
              for _ in range(3)]
     assert peaks[0] == peaks[1] == peaks[2]
+
+
+def test_each_kind_empty_at_the_peak_is_explained_by_the_peak_phase():
+    breakdown = dict.fromkeys(plan.KINDS, 1) | {"gradients": 0, "temporaries": 0}
+    forward = plan.zero_at_peak(breakdown, "forward")
+    assert list(forward) == ["gradients", "temporaries"]
+    assert "backward has not made" in forward["gradients"] and "set_to_none=True" in forward["gradients"]
+    after = plan.zero_at_peak(dict.fromkeys(plan.KINDS, 1) | {"activations": 0}, "optimizer step")
+    assert after == {"activations": plan.ZERO_REASONS[("activations", "optimizer step")]}
+    # a pair without a reason of its own gets the plain fact, naming the phase
+    assert plan.zero_at_peak(dict.fromkeys(plan.KINDS, 1) | {"batch": 0}, "backward") == {
+        "batch": "none alive at the peak, in the backward"}
+    assert plan.zero_at_peak(dict.fromkeys(plan.KINDS, 1), "forward") == {}
+
+
+def test_sgd_without_momentum_plans_no_optimizer_state_and_says_why():
+    cfg = tiny_cfg()
+    cfg.optimizer, cfg.momentum = "SGD", 0.0
+    planned = plan.plan_step(cfg, TINY_NUM_CLASSES, plan.worst_case_shapes(cfg, 4), "none")
+    assert planned.peak_phase in plan.PHASES and planned.breakdown["optimizer_state"] == 0
+    assert "keeps no state" in plan.zero_at_peak(planned.breakdown, planned.peak_phase)["optimizer_state"]
+    assert planned.breakdown["gradients"] > 0  # the tiny model's peak lies in backward, after gradients exist
+
+
+def test_repeated_gpu_flags_keep_every_gpu_once_in_order():
+    args, _ = plan_run.parse_args(["--config_file", IRRA_SGIHA, "--gpu", "A100-40GB", "V100-16GB",
+                                   "--gpu", "A100-80GB", "--gpu", "A100-40GB"])
+    assert args.gpu == ["A100-40GB", "V100-16GB", "A100-80GB"]
+    args, _ = plan_run.parse_args(["--config_file", IRRA_SGIHA])
+    assert args.gpu == list(plan_run.GPU_SPECS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop, runs", [("7", 7), ("null", 10), ("12", 10)])
+def test_run_time_counts_the_epochs_the_config_runs(stop: str, runs: int):
+    report = plan_run.main(["--config_file", IRRA_SGIHA, *TINY_CLI, "--num_epoch", "10", "--early_stop_epoch",
+                            stop, "--gpu", "A100-40GB", "--json"])
+    a100 = report["gpus"]["A100-40GB"]
+    assert report["epochs"] == runs
+    assert a100["run_seconds_lower_bound"] == pytest.approx(runs * a100["epoch_seconds_lower_bound"])
+    assert a100["run_seconds_estimate"] == pytest.approx(runs * a100["epoch_seconds_estimate"])
+
+
+DOCS = REPO / "docs" / "benchmarks.md"
+
+
+def skip_when_the_dataset_is_here(cfg) -> None:
+    """The docs plan with the assumed captions: a machine that holds the dataset plans other text lengths."""
+    try:
+        dataset_files(cfg.dataset_name, cfg.root_dir, cfg.annotation_file)
+    except DatasetError:
+        return
+    pytest.skip(f"{cfg.dataset_name} is under {cfg.root_dir}: the docs plan with the assumed captions")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("block", block_names(DOCS, plan_run.DOCS_BLOCK))
+def test_docs_blocks_are_what_the_planner_prints(block: str, capsys):
+    """docs/benchmarks.md's planner blocks, regenerated by the command each names: equal, so they cannot drift."""
+    args = plan_run.documented_command(DOCS, block)
+    parsed, overrides = plan_run.parse_args(args)
+    skip_when_the_dataset_is_here(load_config(parsed.config_file, overrides))
+    report = plan_run.main(args)
+    command = shlex.join(["python", "tools/plan_run.py", *args])
+    assert plan_run.docs_block(report, command) == read_block(DOCS, block), (
+        f"docs/benchmarks.md is stale: rerun {command} --write_docs docs/benchmarks.md --docs_block {block}")
+    assert plan_run.format_report(report).split("\n")[0] in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_docs_gpu_table_predictions_are_what_the_planner_gives():
+    """The predicted columns of docs/benchmarks.md's GPU table (bench/plan_table.py --write_docs): the IRRA + SG-IHA
+    rows regenerated (six plans; the other recipes are written by the same code) and found in the block."""
+    skip_when_the_dataset_is_here(bench_config("irra_sgiha", 64, "none", False, tiny=False))
+    lines = read_block(DOCS, plan_table.DOCS_BLOCK).splitlines()
+    assert lines[0] == "| " + " | ".join(plan_table.HEADER) + " |"
+    for row in plan_table.table_rows(["irra_sgiha"]):
+        assert "| " + " | ".join(row) + " |" in lines, ("docs/benchmarks.md is stale: rerun python "
+                                                         "bench/plan_table.py --write_docs docs/benchmarks.md", row)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import re
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from datasets.toy import COLOURS, LOWER_TYPES, UPPER_TYPES, make_toy_dataset
+from datasets.toy import COLOURS, LOWER_TYPES, PART_VERBS, SUBJECTS, UPPER_TYPES, example_caption, make_toy_dataset
 from datasets.transforms import build_transform
 from model.build import build_retrieval_model
 from tests.tiny_run import DEMO
@@ -310,3 +311,20 @@ def test_long_queries_are_truncated_with_a_warning(cfg, caplog):
     assert f"its last {length - cfg.text_length} are dropped" in message
     assert torch.equal(ids[0], tok(short, cfg.text_length)) and torch.equal(ids[1], tok(long, cfg.text_length))
     assert int(ids[1, -1]) == tok.eot_id  # truncation keeps the end mark
+
+
+def test_a_toy_trained_run_gets_a_note_with_a_query_in_the_toys_pattern(toy, cfg, tmp_path):
+    images, _, _ = toy
+    cfg.root_dir = str(images.parent.parent)  # the toy test split's root: <root>/CUHK-PEDES/imgs
+    note = search.toy_note(cfg)
+    assert note.startswith("note: this run was trained on the toy dataset") and "\n" not in note
+    query = note.split('--query "')[1].rstrip('"')
+    assert query == example_caption(random.Random(cfg.seed))  # made by the toy's generator, the run's seed
+    # the toy's pattern: 'The <subject> <verb> <phrase>, ...' with each phrase in toy colours
+    assert query.split()[:2] in [["The", subject] for subject in SUBJECTS] and query.endswith(".")
+    verbs = "|".join(PART_VERBS.values())
+    phrases = re.findall(rf"\b(?:{verbs}) (?:an? )?(?:long |short )?(\w+)", query)
+    assert len(phrases) >= 4 and set(phrases) <= set(COLOUR_NAMES)  # hair, upper, lower, shoes (+ accessory)
+    assert outfit_vector(query).sum() == 2  # one upper and one lower garment
+    cfg.root_dir = str(tmp_path)  # no toy dataset there (another benchmark, or none): no note
+    assert search.toy_note(cfg) is None

@@ -16,8 +16,9 @@ from datasets.toy import REGION_PARTS, REGIONS_FILE
 from inference.grounding import Question, patches_on_part
 from tests.cli_checks import REPO, assert_one_error_line
 from tools import visualize_grounding
+from tools.visualize_grounding import MAX_WIDTH
 from utils.config import load_config
-from utils.visualize import GridLayout
+from utils.visualize import GridLayout, load_font, wrap_words
 
 TOOL = str(REPO / "tools" / "visualize_grounding.py")
 
@@ -81,9 +82,10 @@ def test_toy_run_scores_and_draws(demo_run, tmp_path):
     assert set(scores["per_type"]) <= set(REGION_PARTS)
     cfg = load_config(config)
     assert sum(s["count"] for s in scores["per_type"].values()) == _expected_questions(cfg)
-    with Image.open(out) as img:  # one row per drawn phrase: the image, each tapped layer, the combined map
+    with Image.open(out) as img:  # the two examples side by side, a row per phrase: image, each layer, combined
         columns = len(cfg.sgiha.layers) + 2
-        assert img.size[0] == GridLayout(label_lines=2, columns=columns).canvas_size(columns)[0]
+        panel = GridLayout(columns=columns).canvas_size(columns)[0]
+        assert img.size[0] == GridLayout().margin + 2 * (panel + GridLayout().margin) <= MAX_WIDTH
 
 
 @pytest.mark.slow
@@ -120,3 +122,36 @@ def test_a_run_without_sgiha_is_refused(tmp_path, demo_run):
     result = _run("--config_file", str(demo_run / "configs.yaml"), "--checkpoint", str(tmp_path / "plain.pth"))
     assert_one_error_line(result, ["plain.pth", "aqa"])
     assert cfg.losses  # the run itself is intact
+
+
+@pytest.mark.parametrize("examples, layers, per_row", [(5, [2, 3], 4), (3, [6, 7, 8, 9, 10, 11], 2), (1, [2, 3], 1)])
+def test_examples_are_laid_out_in_columns_within_the_width(examples: int, layers: list[int], per_row: int):
+    """Each example (a caption and its phrases) is a panel; panels fill rows of ``per_row`` within MAX_WIDTH."""
+    phrases = ["short black hair", "a very long and particularly descriptive red woollen winter coat", "blue jeans"]
+    questions = [Question(i, f"The man number {i} has short black hair, is dressed in a very long and particularly "
+                             f"descriptive red woollen winter coat and is wearing blue jeans.", p, "upper")
+                 for i in range(examples) for p in phrases]
+    images = [Image.new("RGB", (48, 128), (90, 90, 90)) for _ in range(examples)]
+    maps = torch.rand(len(questions), len(layers) + 1, 8, 4, generator=torch.Generator().manual_seed(0))
+    hits = [True] * len(questions)
+    panels = visualize_grounding.example_panels(questions, maps, images, layers, hits)
+    layout = GridLayout()
+    panel_width = GridLayout(columns=len(layers) + 2).canvas_size(len(phrases) * (len(layers) + 2))[0]
+    assert len(panels) == examples and {p.width for p in panels} == {panel_width}
+    picture = visualize_grounding.draw(questions, maps, images, layers, hits)
+    assert picture.width == layout.margin + per_row * (panel_width + layout.margin) <= MAX_WIDTH
+    title_lines = len(wrap_words(visualize_grounding.TITLE, load_font(layout.font_size),
+                                 picture.width - 2 * layout.margin))
+    rows = -(-examples // per_row)
+    assert picture.height == (layout.margin + title_lines * layout.line_height + layout.margin
+                              + rows * (panels[0].height + layout.margin))
+    tiles = visualize_grounding.example_tiles(questions[:3], maps[:3], images, ["combined"], hits)
+    assert [t.label for t in tiles[::2]] == [f'"{p}"\n(upper)' for p in phrases]  # whole phrases, drawn whole
+
+
+def test_panels_share_their_text_lines_so_that_rows_line_up():
+    short, long = "A man in blue jeans.", "A man " + "who walks down a long street " * 6 + "in blue jeans."
+    questions = [Question(0, short, "blue jeans", "lower"), Question(1, long, "blue jeans", "lower")]
+    images = [Image.new("RGB", (48, 128), (90, 90, 90))] * 2
+    panels = visualize_grounding.example_panels(questions, torch.rand(2, 3, 8, 4), images, [2, 3], None)
+    assert panels[0].size == panels[1].size

@@ -9,12 +9,14 @@ and each file's size and modification time stay the same; new or changed files a
 Unreadable files are reported by name and skipped. A query longer than the model reads (``text_length``
 tokens) is truncated with a warning. For each query a table (rank, score, path) is printed and a PNG grid
 is written: the query on top, the top-k images with rank and score. Extra ``--key value`` pairs override the
-run's config (e.g. ``--device cuda``, ``--test_batch_size 128``).
+run's config (e.g. ``--device cuda``, ``--test_batch_size 128``). A run trained on the toy dataset (the demo)
+gets a note: its model has read only the toy's captions, and a query in their pattern is shown.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import random
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -53,6 +55,7 @@ from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from datasets.toy import example_caption, is_toy_dataset  # noqa: E402
 from datasets.transforms import build_transform  # noqa: E402
 from model.build import load_retrieval_model  # noqa: E402
 from model.encode import encode_batch  # noqa: E402
@@ -285,6 +288,17 @@ def read_queries(args: argparse.Namespace) -> list[str]:
     return queries
 
 
+def toy_note(cfg: Config) -> str | None:
+    """One line for a run trained on the toy dataset: its model knows only the toy's sentence pattern and words,
+    with an example query made by the toy's own caption generator; None for any other run."""
+    dataset_dir = Path(cfg.root_dir) / cfg.dataset_name
+    if not is_toy_dataset(dataset_dir):
+        return None
+    example = example_caption(random.Random(cfg.seed))
+    return (f"note: this run was trained on the toy dataset ({dataset_dir}): its model has read only the toy's "
+            f"captions, so queries work in their pattern and words, e.g. --query \"{example}\"")
+
+
 def main(argv: Sequence[str] | None = None) -> list[Path]:
     """Search; returns the PNG files written, one per query."""
     args, overrides = parse_args(argv)
@@ -300,6 +314,9 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     root = Path(args.gallery)
     cache_path = Path(args.cache) if args.cache else default_cache_path(root)
     index = build_gallery_index(model, root, cfg, device, amp, encoder_key(cfg, checkpoint, amp), cache_path)
+    note = toy_note(cfg)
+    if note:
+        print(note)
     scores, order = rank(encode_queries(model, queries, cfg, device, amp), index.features, args.topk)
     written = []
     for query, out, row_scores, row in zip(queries, output_paths(Path(args.out), len(queries)), scores, order):

@@ -6,7 +6,9 @@
 For a caption and its image, each attribute phrase is masked in turn (method §6.1) and the attention of the masked
 positions over the image patches in each SG-IHA block (one per tapped layer, method §6.3.2) is drawn as a heat map
 over the image, then the mean of the layers ("combined"). Without --caption, --num images of the split (spread
-evenly) are drawn with their first caption.
+evenly) are drawn with their first caption. The picture is a grid of examples, as many side by side as fit in
+MAX_WIDTH pixels: each example is its caption (whole), then a row per phrase (the image under the phrase, each
+layer's map, the combined map); every text is wrapped, never cut.
 
 On toy data (toy_regions.json beside the annotation, written by datasets/toy.py) every caption of the split is
 scored with the pointing game: the share of phrases whose combined map peaks on a patch that covers pixels of the
@@ -22,6 +24,7 @@ import json
 import logging
 import sys
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -80,13 +83,14 @@ from utils.images import load_image  # noqa: E402
 from utils.precision import resolve_device  # noqa: E402
 from utils.runs import default_checkpoint  # noqa: E402
 from utils.tokenizer import get_tokenizer  # noqa: E402
-from utils.visualize import GridLayout, Tile, draw_grid, save_png  # noqa: E402
+from utils.visualize import GridLayout, Tile, draw_grid, draw_panels, fitted_layout, save_png  # noqa: E402
 
 logger = logging.getLogger("sgiha.visualize_grounding")
 
 HEAT_ALPHA = 0.55  # weight of the heat map over the image
 COLORMAP = "jet"
-LABEL_LINES = 2  # under each tile: the phrase (or layer), then its part (or the peak's verdict)
+MAX_WIDTH = 2000  # pixels: examples sit side by side up to this width, readable at 100% zoom on a wide screen
+TITLE = "Where SG-IHA's masked phrase looks (cross-attention over image patches; warm colours: more attention)"
 
 
 def caption_questions(caption: str, image: int, cfg: Config) -> list[Question]:
@@ -166,10 +170,9 @@ def heat_overlay(image: Image.Image, attention: np.ndarray) -> Image.Image:
     return Image.blend(image.convert("RGB"), heat, HEAT_ALPHA)
 
 
-def draw(questions: list[Question], maps: torch.Tensor, images: list[Image.Image], layers: Sequence[int],
-         verdicts: list[bool] | None) -> Image.Image:
-    """One row per question: the image with the phrase, then a heat map per tapped layer and the combined map."""
-    names = [f"layer {k}" for k in layers] + ["combined"]
+def example_tiles(questions: Sequence[Question], maps: torch.Tensor, images: list[Image.Image], names: Sequence[str],
+                  verdicts: Sequence[bool] | None) -> list[Tile]:
+    """A row per question: the image under its phrase (and part), then a heat map per name (layers, combined)."""
     tiles = []
     for i, q in enumerate(questions):
         tiles.append(Tile(images[q.image], f'"{q.phrase}"' + (f"\n({q.part})" if q.part else "")))
@@ -177,9 +180,30 @@ def draw(questions: list[Question], maps: torch.Tensor, images: list[Image.Image
             verdict = "" if verdicts is None or name != "combined" else \
                 ("\npeak on part" if verdicts[i] else "\npeak off part")
             tiles.append(Tile(heat_overlay(images[q.image], qmap), f"{name}{verdict}"))
-    captions = list(dict.fromkeys(q.caption for q in questions))
-    header = "Where SG-IHA's masked phrase looks (cross-attention over patches)\n" + " | ".join(captions)
-    return draw_grid(header, tiles, GridLayout(label_lines=LABEL_LINES, columns=len(names) + 1))
+    return tiles
+
+
+def example_panels(questions: list[Question], maps: torch.Tensor, images: list[Image.Image], layers: Sequence[int],
+                   verdicts: list[bool] | None) -> list[Image.Image]:
+    """One panel per drawn caption of an image: the caption, then a row per question; every text whole, and the
+    same text lines in every panel, so that the panels' rows line up."""
+    names = [f"layer {k}" for k in layers] + ["combined"]
+    examples = []
+    for image, caption in dict.fromkeys((q.image, q.caption) for q in questions):
+        rows = [i for i, q in enumerate(questions) if (q.image, q.caption) == (image, caption)]
+        examples.append((caption, example_tiles([questions[i] for i in rows], maps[rows], images, names,
+                                                None if verdicts is None else [verdicts[i] for i in rows])))
+    base = GridLayout(columns=len(names) + 1)
+    fitted = [fitted_layout(base, caption, [t.label for t in tiles]) for caption, tiles in examples]
+    layout = replace(base, header_lines=max(f.header_lines for f in fitted),
+                     label_lines=max(f.label_lines for f in fitted))
+    return [draw_grid(caption, tiles, layout) for caption, tiles in examples]
+
+
+def draw(questions: list[Question], maps: torch.Tensor, images: list[Image.Image], layers: Sequence[int],
+         verdicts: list[bool] | None) -> Image.Image:
+    """The example panels side by side within MAX_WIDTH pixels, under the title."""
+    return draw_panels(TITLE, example_panels(questions, maps, images, layers, verdicts), MAX_WIDTH, GridLayout())
 
 
 def main(argv: Sequence[str] | None = None) -> dict | None:

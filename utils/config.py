@@ -2,8 +2,8 @@
 
 A leaf YAML names its parent with ``_base_`` (a path relative to the leaf) and states only the keys
 that differ. Overrides are ``--key value`` pairs, nested keys joined by dots (``--sgiha.filter res``);
-values are parsed as YAML (``--img_size "[256, 128]"``). Unknown keys and bad values raise
-``ConfigError`` listing what is valid.
+values are parsed as YAML (``--img_size "[256, 128]"``). Unknown keys and bad values raise ``ConfigError``
+in one line: an unknown key names the closest valid key and where every key is listed (configs/base.yaml).
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from utils.config_rules import ConfigError, check_config
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 BASE_CONFIG = CONFIG_DIR / "base.yaml"
+KEYS_LISTED_IN = BASE_CONFIG.relative_to(CONFIG_DIR.parent).as_posix()  # where every key is documented
 
 LOSSES = ("sdm", "id", "mlm", "aqa")
 # Enumerated keys and the values they accept.
@@ -189,8 +190,8 @@ def _set(tree: dict, key: str, value: Any, defaults: dict, source: str) -> None:
     node, dnode = tree, defaults
     for i, part in enumerate(parts):
         if not isinstance(dnode, dict) or part not in dnode:
-            raise ConfigError(f"{source}: unknown key '{key}'{_closest_key(key, defaults)}. "
-                              f"Valid keys: {', '.join(_valid_keys(defaults))}")
+            raise ConfigError(f"{source}: unknown key '{key}'{_closest_key(key, defaults)}; "
+                              f"the valid keys and their defaults are listed in {KEYS_LISTED_IN}")
         if i == len(parts) - 1:
             if isinstance(dnode[part], dict) and dnode[part]:
                 if not isinstance(value, dict):

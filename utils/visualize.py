@@ -7,7 +7,7 @@ ships: it has accented and other non-ASCII Latin letters (Pillow's bundled font 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -79,8 +79,9 @@ def load_font(size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(str(FONT_FILE), size=size)
 
 
-def wrap_text(text: str, font, max_width: int, max_lines: int) -> list[str]:
-    """Greedy word wrap to ``max_width`` pixels; text beyond ``max_lines`` lines is cut with an ellipsis."""
+def wrap_words(text: str, font, max_width: int) -> list[str]:
+    """Greedy word wrap to ``max_width`` pixels, newlines kept; every word is kept whole (one wider than the width
+    gets a line of its own)."""
     lines: list[str] = []
     for paragraph in text.split("\n"):
         current = ""
@@ -92,6 +93,12 @@ def wrap_text(text: str, font, max_width: int, max_lines: int) -> list[str]:
             else:
                 current = candidate
         lines.append(current)
+    return lines
+
+
+def wrap_text(text: str, font, max_width: int, max_lines: int) -> list[str]:
+    """wrap_words; text beyond ``max_lines`` lines is cut with an ellipsis."""
+    lines = wrap_words(text, font, max_width)
     if len(lines) <= max_lines:
         return lines
     kept = lines[:max_lines]
@@ -131,6 +138,47 @@ def draw_grid(header: str, tiles: Sequence[Tile], layout: GridLayout) -> Image.I
         draw.text((layout.margin, layout.margin + i * layout.line_height), line, fill=TEXT_COLOR, font=font)
     for index, tile in enumerate(tiles):
         _paste_tile(canvas, draw, tile, layout.cell_origin(index), layout, font)
+    return canvas
+
+
+def fitted_layout(layout: GridLayout, header: str, labels: Sequence[str]) -> GridLayout:
+    """``layout`` with as many header and label lines as the longest text needs: draw_grid then cuts nothing."""
+    font = load_font(layout.font_size)
+    header_width = layout.canvas_size(len(labels))[0] - 2 * layout.margin
+    label_width = layout.cell_size[0]
+    return replace(layout, header_lines=len(wrap_words(header, font, header_width)),
+                   label_lines=max((len(wrap_words(label, font, label_width)) for label in labels), default=1))
+
+
+def panel_origins(sizes: Sequence[tuple[int, int]], max_width: int, top: int,
+                  margin: int) -> tuple[list[tuple[int, int]], tuple[int, int]]:
+    """(x, y) of each panel of ``sizes`` (width, height), laid in rows of as many equal columns as ``max_width``
+    holds (at least one), each row as high as its highest panel, starting ``top`` pixels down; and the canvas
+    (width, height) they need."""
+    column_width = max(width for width, _ in sizes)
+    columns = max(1, min(len(sizes), (max_width - margin) // (column_width + margin)))
+    origins, y = [], top + margin
+    for start in range(0, len(sizes), columns):
+        row = sizes[start:start + columns]
+        origins += [(margin + i * (column_width + margin), y) for i in range(len(row))]
+        y += max(height for _, height in row) + margin
+    return origins, (margin + columns * (column_width + margin), y)
+
+
+def draw_panels(title: str, panels: Sequence[Image.Image], max_width: int, layout: GridLayout) -> Image.Image:
+    """``panels`` (pictures of draw_grid) in rows of columns within ``max_width`` pixels, under ``title``
+    (wrapped whole to the picture's width)."""
+    sizes = [panel.size for panel in panels]
+    font = load_font(layout.font_size)
+    width = panel_origins(sizes, max_width, 0, layout.margin)[1][0]
+    lines = wrap_words(title, font, width - 2 * layout.margin)
+    origins, size = panel_origins(sizes, max_width, layout.margin + len(lines) * layout.line_height, layout.margin)
+    canvas = Image.new("RGB", size, BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    for i, line in enumerate(lines):
+        draw.text((layout.margin, layout.margin + i * layout.line_height), line, fill=TEXT_COLOR, font=font)
+    for panel, origin in zip(panels, origins):
+        canvas.paste(panel, origin)
     return canvas
 
 
