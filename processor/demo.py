@@ -31,7 +31,7 @@ from utils.runs import (
 logger = logging.getLogger("sgiha")
 
 ENTRY = "demo"  # the config section the demo reads (utils/config.py ENTRY_SECTIONS)
-EXPECTED_SEED = "seed"  # demo.expected: the seed its scores are for, beside the metric names
+EXPECTED_AT = ("seed", "threads", "epoch")  # demo.expected: what its scores are for, beside the metric names
 
 
 @dataclass(frozen=True)
@@ -60,10 +60,10 @@ def split_overrides(items: Sequence[str]) -> tuple[list[str], list[str]]:
 
 def _check_expected(cfg: Config, source: Path) -> None:
     for key, value in cfg.demo.expected.items():
-        known = key == EXPECTED_SEED or key in METRIC_KEYS
+        known = key in EXPECTED_AT or key in METRIC_KEYS
         if not known or isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{source}: demo.expected.{key} = {value!r}: expected numbers for {EXPECTED_SEED} and "
-                              f"the metrics {list(METRIC_KEYS)}")
+            raise ConfigError(f"{source}: demo.expected.{key} = {value!r}: expected numbers for {list(EXPECTED_AT)} "
+                              f"and the metrics {list(METRIC_KEYS)}")
 
 
 def check_dataset(cfg: Config, source: str) -> None:
@@ -130,6 +130,22 @@ def _scores(metrics: dict[str, Any]) -> str:
     return "  ".join(f"{k} {metrics[k]:.2f}" for k in METRIC_KEYS if k in metrics)
 
 
+def _beside_readme(cfg: Config, rows: list[dict[str, Any]]) -> list[str]:
+    """The run's test scores at the README's epoch (else its last), and the README's (demo.expected) below them."""
+    expected = {k: v for k, v in cfg.demo.expected.items() if k in METRIC_KEYS}
+    seed, threads, epoch = (cfg.demo.expected.get(k) for k in EXPECTED_AT)
+    row = next((r for r in rows if r["epoch"] == epoch and "R1" in r), rows[-1])
+    label = f"test, epoch {row['epoch']}:"
+    lines = [f"  {label:<18}{_scores(row)}"]
+    if expected:
+        mine = (cfg.seed, torch.get_num_threads(), row["epoch"])
+        differs = [f"{k} {m}" for k, m, theirs in zip(EXPECTED_AT, mine, (seed, threads, epoch)) if m != theirs]
+        note = f"; this run has {', '.join(differs)}: expect other numbers" if differs else ""
+        lines.append(f"  {'README:':<18}{_scores(expected)} (seed {seed}, {threads} threads, epoch {epoch}; another "
+                     f"CPU gives another model, as another seed does{note})")
+    return lines
+
+
 def summary(plan: DemoPlan, run_dir: Path, picture: Path | None, grounding: dict | None, seconds: float) -> str:
     """The demo's last lines: where the run, its results and the picture are, its numbers beside the README's, and
     the next commands to try."""
@@ -147,19 +163,13 @@ def summary(plan: DemoPlan, run_dir: Path, picture: Path | None, grounding: dict
         game = (f" (pointing game {100 * grounding['pointing_accuracy']:.1f}%, chance {100 * grounding['chance']:.1f}%)"
                 if grounding else "")
         lines.append(f"  picture     {picture}{game}")
-    if any(k in last for k in METRIC_KEYS):
-        lines.append(f"  test at the last epoch {last['epoch']}: {_scores(last)}")
-    expected = {k: v for k, v in cfg.demo.expected.items() if k in METRIC_KEYS}
-    if expected:
-        seed = cfg.demo.expected.get(EXPECTED_SEED)
-        same = "" if seed == cfg.seed else f"; this run's seed is {cfg.seed}, so expect other numbers"
-        lines.append(f"  README, same epoch: {_scores(expected)} (seed {seed}, 2 threads; another thread count or CPU "
-                     f"gives another model{same})")
+    lines += _beside_readme(cfg, rows)
     gallery = shlex.quote(str(Path(cfg.root_dir) / cfg.dataset_name / IMAGE_DIR))
     lines += ["next:",
               f"  python test.py --config_file {run} --checkpoint {LAST_CHECKPOINT}  # evaluate the last epoch",
-              f"  python tools/search.py --config_file {run} --gallery {gallery} --query \"A man has black hair. "
-              f"He is dressed in a red coat and is wearing blue pants.\"  # toy-trained: use the toy's sentences",
+              f"  python tools/search.py --config_file {run} --gallery {gallery} --query \"The woman has long black "
+              f"hair, is dressed in a red coat, is wearing blue jeans and walks in white shoes.\"  # the toy's "
+              f"sentence pattern: a toy-trained model reads that one",
               f"  bash run_demo.sh --config_file {plan.config_file} --seed 1  # another seed, then compare the runs:",
               f"  python tools/summarize_runs.py {shlex.quote(str(run_dir.parent))}/*_{cfg.name}"]
     return "\n".join(lines)

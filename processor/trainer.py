@@ -140,11 +140,12 @@ def summarize(cfg: Config, state: TrainState, run_dir: Path) -> str:
     lines = [f"finished: run folder {run_dir}"]
     val_epoch = _best_epoch(state.history, "val") if "val" in cfg.eval_splits else None
     test_epoch = _best_epoch(state.history, "test")
-    for epoch, label in ((val_epoch, "best-val epoch (selected without test labels)"),
-                         (test_epoch, "best-test epoch (the published protocol: selected on test)")):
+    for epoch, label in ((val_epoch, "best-val epoch {} (chosen without test labels)"),
+                         (test_epoch, "best-test epoch {} (the published protocol: chosen on test)")):
         scores = _scores_at(state.history, epoch) if epoch is not None else {}
         if scores:
-            lines.append(f"  test at the {label} {epoch}: " + "  ".join(f"{k} {v:.2f}" for k, v in scores.items()))
+            lines.append(f"  {label.format(epoch)}, its test scores: "
+                         + "  ".join(f"{k} {v:.2f}" for k, v in scores.items()))
     best = (f"{BEST_CHECKPOINT} = epoch {state.best_epoch} (best {cfg.select_on} Rank-1)" if state.best_epoch
             else f"no {BEST_CHECKPOINT} ({cfg.select_on} was never evaluated)")
     lines.append(f"  files: {best}, {LAST_CHECKPOINT} = epoch {state.epoch} (the last, resumable), {METRICS_FILE} = "

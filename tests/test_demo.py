@@ -89,6 +89,44 @@ def test_a_mistake_in_the_demo_or_its_backbone_recipe_ends_before_anything_is_wr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["backbone.yaml"]
 
 
+def test_the_demo_ends_with_where_everything_is_its_numbers_beside_the_readme_s_and_what_to_try_next(tmp_path,
+                                                                                                      monkeypatch):
+    import json
+
+    import torch
+
+    from processor.demo import DemoPlan, summary
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    run = tmp_path / "runs" / "CUHK-PEDES" / "20260101_000000_demo_pretrained_irra_sgiha"
+    run.mkdir(parents=True)
+    scores = [dict(zip(("R1", "R5", "R10", "mAP", "mINP"), s)) for s in ((90, 99, 100, 88, 80), (89, 98, 100, 87, 79))]
+    rows = [{"epoch": 1, **scores[0], "val": {"R1": 70.0}}, {"epoch": 2, **scores[1], "val": {"R1": 75.0}}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    expected = {"seed": 42, "threads": 2, "epoch": 2, "R1": 96.04, "mAP": 95.59}
+    config = Path(DEMO_PRETRAINED)
+    for seed, note in ((42, ""), (1, "; this run has seed 1: expect other numbers")):
+        cfg = load_config(config, {"demo.expected": expected, "root_dir": "/d", "seed": seed}, entry="demo")
+        text = summary(DemoPlan(config, cfg, [], None), run, run / "grounding.png",
+                       {"pointing_accuracy": 0.37, "chance": 0.206}, 12.4)
+        assert text.splitlines() == [
+            f"demo finished in 12 s (demo_pretrained.yaml, seed {seed}, 2 threads)",
+            f"  run folder  {run}",
+            "  results     metrics.jsonl (every epoch's losses and scores), test_results.json (best.pth on test), "
+            "best.pth (epoch 1: best test Rank-1), last.pth (epoch 2, resumable)",
+            f"  picture     {run}/grounding.png (pointing game 37.0%, chance 20.6%)",
+            "  test, epoch 2:    R1 89.00  R5 98.00  R10 100.00  mAP 87.00  mINP 79.00",
+            "  README:           R1 96.04  mAP 95.59 (seed 42, 2 threads, epoch 2; another CPU gives another model, "
+            f"as another seed does{note})",
+            "next:",
+            f"  python test.py --config_file {run} --checkpoint last.pth  # evaluate the last epoch",
+            f"  python tools/search.py --config_file {run} --gallery /d/CUHK-PEDES/imgs --query \"The woman has long "
+            "black hair, is dressed in a red coat, is wearing blue jeans and walks in white shoes.\"  # the toy's "
+            "sentence pattern: a toy-trained model reads that one",
+            f"  bash run_demo.sh --config_file {config} --seed 1  # another seed, then compare the runs:",
+            f"  python tools/summarize_runs.py {run.parent}/*_demo_pretrained_irra_sgiha"]
+
+
 def _demo(cwd: Path, *args: str) -> subprocess.Popen:
     """``python demo.py`` in ``cwd``, in its own process group (so a kill reaches the build's child processes too),
     on one thread: the build is then the same bytes every time."""

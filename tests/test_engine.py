@@ -51,9 +51,9 @@ def test_train_then_test_each_recipe(toy_root: Path, tmp_path: Path, losses: str
     summary = log[log.index("finished: run folder"):].splitlines()
     assert summary == [
         f"finished: run folder {run_dir}",
-        f"  test at the best-val epoch (selected without test labels) {best_val['epoch']}: "
+        f"  best-val epoch {best_val['epoch']} (chosen without test labels), its test scores: "
         + "  ".join(f"{k} {best_val[k]:.2f}" for k in ("R1", "R5", "R10", "mAP", "mINP")),
-        f"  test at the best-test epoch (the published protocol: selected on test) {best['epoch']}: "
+        f"  best-test epoch {best['epoch']} (the published protocol: chosen on test), its test scores: "
         + "  ".join(f"{k} {best[k]:.2f}" for k in ("R1", "R5", "R10", "mAP", "mINP")),
         f"  files: best.pth = epoch {best['epoch']} (best test Rank-1), last.pth = epoch {rows[-1]['epoch']} (the "
         f"last, resumable), metrics.jsonl = every epoch's losses and scores"]
