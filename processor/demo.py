@@ -89,7 +89,6 @@ def plan_demo(config_file: str | os.PathLike, overrides: Sequence[str]) -> DemoP
     build = plan_build(cfg)
     if build is not None:
         check_dataset(build.recipe_cfg, f"the backbone recipe {build.recipe}")
-        check_output_dir(build.recipe_cfg)
     elif cfg.pretrain_choice == "file" and cfg.pretrain_path:
         check_file(cfg.pretrain_path)
     return DemoPlan(config_file, cfg, split_overrides(overrides)[1], build)
@@ -112,8 +111,8 @@ def build_backbone(plan: DemoPlan) -> None:
         logger.info("step 1/3: no backbone to build (%s)", plan.cfg.pretrain_path or "pretrain_choice "
                     + plan.cfg.pretrain_choice)
         return
-    logger.info("step 1/3: building the demo backbone %s from %s, once (about 5 min on 2 cores; later runs read "
-                "it)", plan.build.weights, plan.build.recipe)
+    logger.info("step 1/3: building the demo backbone %s from %s, once (minutes on a CPU; later runs read it)",
+                plan.build.weights, plan.build.recipe)
     prepare_toy(plan.build.recipe_cfg)
     build_pretrained(plan.build)
 

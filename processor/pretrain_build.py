@@ -149,6 +149,7 @@ def build_pretrained(build: Build) -> bool:
             return False
         _remove_earlier_builds(runs)
         work.mkdir(parents=True)
+        logger.info("training %s in %s; its output goes to %s", build.recipe, work, log)
         _run([str(ROOT / "train.py"), "--config_file", str(build.recipe), "--output_dir", str(work)], log,
              "training", build)
         run = _only_run(work)

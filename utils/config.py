@@ -3,7 +3,8 @@
 A leaf YAML names its parent with ``_base_`` (a path relative to the leaf) and states only the keys
 that differ. Overrides are ``--key value`` pairs, nested keys joined by dots (``--sgiha.filter res``);
 values are parsed as YAML (``--img_size "[256, 128]"``). Unknown keys and bad values raise
-``ConfigError`` listing what is valid.
+``ConfigError`` listing what is valid. A top-level section of one entry point (ENTRY_SECTIONS: the demo's
+``demo:``, declared in configs/demo_base.yaml) is read by that entry point only.
 """
 from __future__ import annotations
 
@@ -190,7 +191,7 @@ def _check_type(key: str, value: Any, default: Any, source: str) -> Any:
 
 def _set(tree: dict, key: str, value: Any, defaults: dict, source: str) -> None:
     parts = key.split(".")
-    if parts[0] in RETIRED_SECTIONS and parts[0] not in defaults:
+    if parts[0] in RETIRED_SECTIONS:
         logger.warning("%s: ignoring %s, an earlier version's section; see %s", source, key, RETIRED_SECTIONS[parts[0]])
         return
     if parts[0] in ENTRY_SECTIONS and parts[0] not in defaults:
