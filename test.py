@@ -61,7 +61,7 @@ from torch import nn  # noqa: E402
 from datasets.build import build_eval_sets  # noqa: E402
 from model.build import load_pretrained_model, read_checkpoint, retrieval_model  # noqa: E402
 from processor.evaluator import evaluate, format_table  # noqa: E402
-from processor.pretrain_build import PretrainBuildError, build_commands, needs_build  # noqa: E402
+from processor.pretrain_build import unbuilt_error  # noqa: E402
 from utils.config import Config, ConfigError, absolute_paths, load_config, save_config  # noqa: E402
 from utils.distributed import cleanup_distributed, init_distributed  # noqa: E402
 from utils.io import atomic_write_text, check_output_folder  # noqa: E402
@@ -136,10 +136,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     config_file = config_file_arg(args.config_file)
     cfg = absolute_paths(load_config(config_file, overrides))
     target = resolve_target(args, config_file, cfg)
-    if target.checkpoint == PRETRAINED and needs_build(cfg):
-        raise PretrainBuildError(f"pretrain_path {cfg.pretrain_path}: not built yet; train.py builds it on its first "
-                                 f"run (python train.py --config_file {args.config_file}), or by hand: "
-                                 f"{build_commands(cfg)}")
+    unbuilt = unbuilt_error(config_file, overrides) if target.checkpoint == PRETRAINED else None
+    if unbuilt is not None:
+        raise unbuilt
     device = resolve_device(cfg.device)
     world_size, rank, device = init_distributed(device)
     try:

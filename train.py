@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from utils.cli import parse_first, run_cli
-from utils.runs import BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT, check_output_dir, new_run_dir
+from utils.runs import BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT, check_output_dir, claim_run_dir
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
@@ -36,12 +36,10 @@ import torch  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
 from datasets.build import build_dataloaders  # noqa: E402
-from datasets.toy import make_toy_dataset  # noqa: E402
 from model.build import build_model  # noqa: E402
 from model.pretrained import check_file  # noqa: E402
 from processor.amp import build_grad_scaler  # noqa: E402
 from processor.plan import memory_warning  # noqa: E402
-from processor.pretrain_build import PretrainBuildError, build_commands, build_pretrained, needs_build  # noqa: E402
 from processor.trainer import TrainState, fit, last_epoch  # noqa: E402
 from solver import build_lr_scheduler, build_optimizer  # noqa: E402
 from solver.build import continue_schedule, scheduled_lrs  # noqa: E402
@@ -57,16 +55,6 @@ from utils.precision import resolve_amp, resolve_device  # noqa: E402
 from utils.seed import set_rng_states, set_seed  # noqa: E402
 
 logger = logging.getLogger("sgiha")
-
-
-def prepare_toy_dataset(cfg: Config) -> None:
-    """Generate the toy dataset when root_dir is the config's toy folder (the CPU demo's own) and it is absent."""
-    target = Path(cfg.root_dir) / cfg.dataset_name
-    if cfg.toy.generate_in is None or Path(cfg.toy.generate_in) != Path(cfg.root_dir) or target.exists():
-        return
-    toy = {k: v for k, v in cfg.toy.items() if k != "generate_in"}
-    logger.info("toy dataset not found at %s: generating it (%s)", target, toy)
-    make_toy_dataset(root_dir=cfg.root_dir, dataset_name=cfg.dataset_name, **toy)
 
 
 def _tensorboard_writer(run_dir: Path, enabled: bool):
@@ -148,10 +136,6 @@ def restore(ckpt: dict[str, Any], path: Path, cfg: Config, model, optimizer, sch
 def build_training(cfg: Config, resume: Path | None, ckpt: dict[str, Any] | None, device: torch.device, amp: str,
                    world_size: int, rank: int) -> tuple:
     """Data, model, optimizer, scheduler, grad scaler and the (possibly resumed) train state."""
-    if rank == 0:
-        prepare_toy_dataset(cfg)
-    if world_size > 1:
-        torch.distributed.barrier()
     data = build_dataloaders(cfg, world_size=world_size, rank=rank)
     logger.info("global batch %d: %d per process x %d process(es); %d steps per epoch", cfg.batch_size,
                 cfg.batch_size // world_size, world_size, len(data.train_loader))
@@ -174,11 +158,11 @@ def build_training(cfg: Config, resume: Path | None, ckpt: dict[str, Any] | None
     return data, model, optimizer, scheduler, scaler, state
 
 
-def open_run_dir(cfg: Config, resume: Path | None, world_size: int) -> Path:
-    """The run folder: a new one (every process agrees on its name) or the resumed run's."""
+def open_run_dir(cfg: Config, resume: Path | None, world_size: int, rank: int) -> Path:
+    """The run folder: a new one (made by process 0, every process agrees on its name) or the resumed run's."""
     if resume:
         return resume.parent
-    holder = [str(new_run_dir(cfg))]
+    holder = [str(claim_run_dir(cfg)) if rank == 0 else ""]
     if world_size > 1:  # timestamps may differ by a second between processes
         torch.distributed.broadcast_object_list(holder, src=0)
     return Path(holder[0])
@@ -194,15 +178,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     if resume is None:
         check_output_dir(cfg)  # before any work: no run folder could be made under a file
     world_size = env_world_size()
-    if needs_build(cfg):  # the demo's backbone: made once, as a download would be
-        if world_size > 1:
-            raise PretrainBuildError(f"pretrain_path {cfg.pretrain_path} is missing: build it with one process "
-                                     f"first (python train.py --config_file {config_file}), or by hand: "
-                                     f"{build_commands(cfg)}")
-        setup_logger(None)  # the build's own lines reach the console before the run's logging starts
-        build_pretrained(cfg)
     if cfg.pretrain_choice != "none" and cfg.pretrain_path:
-        check_file(cfg.pretrain_path)  # before any work: the toy dataset is not generated for a run that cannot start
+        check_file(cfg.pretrain_path)  # before any work
     per_process(cfg.batch_size, world_size, "batch_size")
     per_process(cfg.test_batch_size, world_size, "test_batch_size")
     device = resolve_device(cfg.device)
@@ -214,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     try:
         data, model, optimizer, scheduler, scaler, state = build_training(cfg, resume, ckpt, device, amp,
                                                                           world_size, rank)
-        run_dir = open_run_dir(cfg, resume, world_size)
+        run_dir = open_run_dir(cfg, resume, world_size, rank)
     except BaseException:
         cleanup_distributed()
         raise

@@ -5,9 +5,9 @@ game of the SG-IHA recipes (tools/visualize_grounding.py). Toy numbers are not t
         [--output_dir logs/toy_ablation] [--out docs/toy_ablation.md] [--key value ...]
 
 Each run is ``train.py --config_file <demo config> --loss_names <recipe's losses> --seed <seed>`` plus the
-extra ``--key value`` overrides, one after another in this process; the toy dataset is generated once (the demo's
-folder), and so are configs/demo_pretrained.yaml's weights. The markdown table names the command, the machine and
-the wall time.
+extra ``--key value`` overrides, one after another in this process; first the demo makes what the config trains
+from, when missing (processor/demo.py: the toy dataset in the demo's folder, configs/demo_pretrained.yaml's
+weights). The markdown table names the command, the machine and the wall time.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ import torch  # noqa: E402
 
 import train  # noqa: E402
 from bench.report import publish  # noqa: E402
+from processor.demo import prepare  # noqa: E402
 from tools import visualize_grounding  # noqa: E402
 from utils.config import CONFIG_DIR, load_config  # noqa: E402
 from utils.runs import CONFIG_FILE, read_test_scores  # noqa: E402
@@ -96,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     args, extra = parse_args(argv)
     command = shlex.join(["python", "bench/toy_ablation.py", *(sys.argv[1:] if argv is None else argv)])
     load_before, start = os.getloadavg()[0], time.monotonic()
+    prepare(args.config_file, extra)
     rows = {recipe: [run_one(args.config_file, recipe, seed, Path(args.output_dir), extra) for seed in args.seeds]
             for recipe in args.recipes}
     table = format_table(rows, args.seeds, command, time.monotonic() - start, (load_before, os.getloadavg()[0]))

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +52,7 @@ CUSTOM_IMAGE_DIR = "images"
 REGIONS_FILE = "toy_regions.json"
 REGION_PARTS = ("hair", "upper", "lower", "shoes", "backpack", "bag", "hat")
 OTHER = 0  # background and skin
+PARTIAL = ".partial-"  # a dataset being written: <root_dir>/.<dataset_name>.partial-<pid>/<dataset_name>/
 
 # Body layout as fractions of the figure height (top to bottom) and of the image width.
 HEAD = (0.0, 0.16)  # a head (and hair, hat) of about one 8x8 patch at the demo's 64x32 input
@@ -341,6 +344,47 @@ def make_toy_dataset(root_dir: str | Path, dataset_name: str, num_train_ids: int
         {"parts": list(REGION_PARTS), "image_size": list(image_size), "images": regions}))
     atomic_write_text(dataset_dir / annotation, json.dumps(records, indent=1))
     return dataset_dir
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def generate_once(root_dir: str | Path, dataset_name: str, **settings) -> bool:
+    """make_toy_dataset into a private folder, renamed to ``<root_dir>/<dataset_name>`` once complete; returns
+    whether this call made the dataset (False: it was there).
+
+    Commands started together each write their own copy (the same files: one seed) and the first rename wins; a
+    command killed half-way leaves only its hidden partial folder, which the next call removes.
+    """
+    root = Path(root_dir)
+    target = root / dataset_name
+    if target.exists():
+        return False
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(f".{dataset_name}{PARTIAL}*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    partial = root / f".{dataset_name}{PARTIAL}{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        made = make_toy_dataset(partial, dataset_name, **settings)
+        try:
+            os.rename(made, target)
+        except OSError:  # another command renamed its copy first
+            if not target.is_dir():
+                raise
+            return False
+        return True
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def read_regions(dataset_dir: str | Path) -> dict | None:

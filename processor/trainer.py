@@ -127,25 +127,29 @@ def _scores_at(history: list[dict[str, Any]], epoch: int) -> dict[str, float]:
     return {k: row[k] for k in METRIC_KEYS if k in row}
 
 
-def _best_val_epoch(history: list[dict[str, Any]]) -> int | None:
-    """The epoch with the highest val Rank-1 (earliest on ties); None when val was never evaluated."""
-    scored = [(r["val"]["R1"], -r["epoch"]) for r in history if "val" in r]
+def _best_epoch(history: list[dict[str, Any]], split: str) -> int | None:
+    """The epoch with the highest Rank-1 on ``split`` (earliest on ties); None when it was never evaluated."""
+    scored = [((r if split == "test" else r.get(split, {})).get("R1"), -r["epoch"]) for r in history]
+    scored = [s for s in scored if s[0] is not None]
     return -max(scored)[1] if scored else None
 
 
-def summarize(cfg: Config, state: TrainState) -> str:
-    """The final summary: protocol number (best on select_on) and the test score at the best-val epoch."""
-    lines = [f"best {cfg.select_on} Rank-1 {state.best_score:.2f} at epoch {state.best_epoch}"]
-    if state.best_epoch:
-        scores = _scores_at(state.history, state.best_epoch)
+def summarize(cfg: Config, state: TrainState, run_dir: Path) -> str:
+    """The run's last lines: its folder, the test scores at the best-val epoch (a selection without test labels:
+    the honest number) and at the best-test epoch (the published protocol), and which file holds which epoch."""
+    lines = [f"finished: run folder {run_dir}"]
+    val_epoch = _best_epoch(state.history, "val") if "val" in cfg.eval_splits else None
+    test_epoch = _best_epoch(state.history, "test")
+    for epoch, label in ((val_epoch, "best-val epoch {} (chosen without test labels)"),
+                         (test_epoch, "best-test epoch {} (the published protocol: chosen on test)")):
+        scores = _scores_at(state.history, epoch) if epoch is not None else {}
         if scores:
-            lines.append("test at that epoch: " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items()))
-    if "val" in cfg.eval_splits and cfg.select_on != "val":
-        val_epoch = _best_val_epoch(state.history)
-        if val_epoch is not None:
-            scores = _scores_at(state.history, val_epoch)
-            lines.append(f"test at the best-val epoch {val_epoch} (model selection without test labels): "
-                         + ", ".join(f"{k} {v:.2f}" for k, v in scores.items()))
+            lines.append(f"  {label.format(epoch)}, its test scores: "
+                         + "  ".join(f"{k} {v:.2f}" for k, v in scores.items()))
+    best = (f"{BEST_CHECKPOINT} = epoch {state.best_epoch} (best {cfg.select_on} Rank-1)" if state.best_epoch
+            else f"no {BEST_CHECKPOINT} ({cfg.select_on} was never evaluated)")
+    lines.append(f"  files: {best}, {LAST_CHECKPOINT} = epoch {state.epoch} (the last, resumable), {METRICS_FILE} = "
+                 f"every epoch's losses and scores")
     return "\n".join(lines)
 
 
@@ -204,5 +208,5 @@ def fit(cfg: Config, run_dir: Path, model: nn.Module, data, optimizer: torch.opt
             logger.info("new best %s Rank-1 %.2f at epoch %d: saved best.pth", cfg.select_on, state.best_score, epoch)
         save_checkpoint(checkpoint, run_dir / LAST_CHECKPOINT, keep_previous=cfg.keep_previous_checkpoint)
     if is_main:
-        logger.info("finished.\n%s", summarize(cfg, state))
+        logger.info("%s", summarize(cfg, state, run_dir))
     return state

@@ -126,12 +126,16 @@ def test_saved_config_round_trips(tmp_path: Path):
 
 
 def test_a_run_folder_of_an_earlier_version_still_loads(tmp_path, caplog):
+    """Earlier versions saved the demo's toy.* and pretrain_build.* in every run's configs.yaml."""
     old = tmp_path / "configs.yaml"
     save_config(load_config(None), old)
-    old.write_text(old.read_text().replace("generate_in: null", "generate_if_missing: false"))
+    old.write_text(old.read_text() + "toy:\n  generate_if_missing: false\n  seed: 0\npretrain_build:\n"
+                   "  config_file: null\n")
     with caplog.at_level(logging.WARNING):
         cfg = load_config(old)
-    assert cfg.toy.generate_in is None and "ignoring toy.generate_if_missing" in caplog.text
+    assert cfg == load_config(None)
+    assert "ignoring toy, an earlier version's section" in caplog.text
+    assert "ignoring pretrain_build, an earlier version's section" in caplog.text
 
 
 @pytest.mark.parametrize("override, fragment", [

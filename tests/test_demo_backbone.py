@@ -1,6 +1,6 @@
-"""configs/demo_pretrained.yaml starts from a weights file its first run builds (docs/demo.md point 15,
+"""configs/demo_pretrained.yaml starts from a weights file the demo's first run builds (docs/demo.md point 15,
 processor/pretrain_build.py): the build is the documented commands, runs once, and refuses what it cannot do before any
-work; pretrain_choice none never reads the file it names."""
+work; train.py never builds; pretrain_choice none never reads the file it names."""
 from __future__ import annotations
 
 import pytest
@@ -26,60 +26,42 @@ def test_pretrain_choice_none_reads_no_weights_file(tmp_path):
     weights = CLIP.from_config(cfg).state_dict()
     save_file(weights, str(weights_file))
     torch.manual_seed(0)
-    backbone = build_model(cfg, num_classes=cfg.toy.num_train_ids).backbone.state_dict()
+    backbone = build_model(cfg, num_classes=8).backbone.state_dict()
     assert not any(torch.equal(backbone[k], weights[k]) for k in ("token_embedding.weight", "visual.proj"))
 
 
 def test_demo_started_from_another_folder_fails_before_any_work(tmp_path, monkeypatch):
     """From another working directory the relative weights path names no file and the build recipe is not found
     either: one error naming the recipe it tried, and no toy dataset or build run made for a run that cannot start."""
-    import train
+    import demo
 
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(PretrainBuildError, match=f"pretrain_build.config_file {tmp_path}/configs/demo_backbone.yaml: "
-                                                 f"no such file.*{tmp_path}/data/demo_backbone/{WEIGHTS_FILE}"):
-        train.main(["--config_file", str(DEMO_PRETRAINED)])
+    with pytest.raises(PretrainBuildError, match=f"demo.pretrain_build.config_file {tmp_path}/configs/"
+                                                 f"demo_backbone.yaml: no such file.*{tmp_path}/data/demo_backbone/"
+                                                 f"{WEIGHTS_FILE}"):
+        demo.main(["--config_file", str(DEMO_PRETRAINED)])
     assert list(tmp_path.iterdir()) == []
 
 
-def test_without_a_build_recipe_missing_weights_fail_before_any_work(tmp_path, monkeypatch):
-    import train
-
+@pytest.mark.parametrize("entry", ["train", "demo"])
+def test_without_a_build_recipe_missing_weights_fail_before_any_work(tmp_path, monkeypatch, entry):
+    """train.py never builds; the demo without a recipe neither."""
+    module = __import__(entry)
     monkeypatch.chdir(tmp_path)
+    extra = ["--demo.pretrain_build.config_file", "null"] if entry == "demo" else []
     with pytest.raises(PretrainedError, match=f"pretrain_path {tmp_path}/data/demo_backbone/.*no such file"):
-        train.main(["--config_file", str(DEMO_PRETRAINED), "--pretrain_build.config_file", "null"])
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_build_refuses_a_weights_name_the_export_does_not_write(tmp_path, monkeypatch):
-    import train
-
-    monkeypatch.chdir(CONFIG_DIR.parent)
-    weights = tmp_path / "backbone.safetensors"
-    with pytest.raises(PretrainBuildError, match=f"pretrain_path {weights}: pretrain_build writes {WEIGHTS_FILE}"):
-        train.main(["--config_file", str(DEMO_PRETRAINED), "--pretrain_path", str(weights)])
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_build_refuses_several_processes(tmp_path, monkeypatch):
-    """Each torchrun process would build the same file: the first run must be a single process."""
-    import train
-
-    monkeypatch.chdir(CONFIG_DIR.parent)
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    weights = tmp_path / WEIGHTS_FILE
-    with pytest.raises(PretrainBuildError, match="build it with one process first"):
-        train.main(["--config_file", str(DEMO_PRETRAINED), "--pretrain_path", str(weights)])
+        module.main(["--config_file", str(DEMO_PRETRAINED), *extra])
     assert list(tmp_path.iterdir()) == []
 
 
 def test_zero_shot_of_an_unbuilt_backbone_says_how_to_build_it(tmp_path, monkeypatch):
-    """test.py --checkpoint pretrained on a fresh clone: the weights do not exist until train.py's first run."""
+    """test.py --checkpoint pretrained on a fresh clone: the weights do not exist until the demo's first run."""
     from tests.tiny_run import load_test_script
 
     monkeypatch.chdir(CONFIG_DIR.parent)
     weights = tmp_path / WEIGHTS_FILE
-    with pytest.raises(PretrainBuildError, match=f"pretrain_path {weights}: not built yet; train.py builds it"):
+    with pytest.raises(PretrainBuildError, match=f"pretrain_path {weights}: not built yet; the demo builds it .*"
+                                                 f"bash run_demo.sh --config_file {DEMO_PRETRAINED}"):
         load_test_script().main(["--config_file", str(DEMO_PRETRAINED), "--checkpoint", "pretrained",
                                  "--pretrain_path", str(weights), "--output_dir", str(tmp_path / "out")])
     assert list(tmp_path.iterdir()) == []
@@ -88,10 +70,10 @@ def test_zero_shot_of_an_unbuilt_backbone_says_how_to_build_it(tmp_path, monkeyp
 @pytest.mark.parametrize("overrides, expected", [
     ({}, True),
     ({"pretrain_choice": "none"}, False),  # no weights read, none built
-    ({"pretrain_build.config_file": None}, False),  # no recipe: a missing file is an error (check_file)
+    ({"demo.pretrain_build.config_file": None}, False),  # no recipe: a missing file is an error (check_file)
 ])
 def test_needs_build(tmp_path, overrides, expected):
-    cfg = load_config(DEMO_PRETRAINED, {"pretrain_path": str(tmp_path / WEIGHTS_FILE), **overrides})
+    cfg = load_config(DEMO_PRETRAINED, {"pretrain_path": str(tmp_path / WEIGHTS_FILE), **overrides}, entry="demo")
     assert needs_build(cfg) is expected
     (tmp_path / WEIGHTS_FILE).write_bytes(b"")
     assert needs_build(cfg) is False  # built already
@@ -99,32 +81,25 @@ def test_needs_build(tmp_path, overrides, expected):
 
 @pytest.mark.slow
 def test_missing_weights_are_built_once_as_the_documented_commands_build_them(tmp_path, monkeypatch, capfd):
-    """A shrunk demo_backbone.yaml as the recipe: the first fine-tune trains it and exports its last checkpoint to
-    pretrain_path, the same tensors as the header's manual export gives; the second fine-tune reads them, no rebuild."""
-    import train
+    """A shrunk demo_backbone.yaml as the recipe: the first demo trains it and exports its last checkpoint to
+    pretrain_path, the same tensors as the header's manual export gives; the second demo reads them, no rebuild."""
+    import demo
+    from tests.test_demo import tiny_demo_args, tiny_recipe
     from tools import export_open_clip
 
     monkeypatch.chdir(tmp_path)
-    small = {"num_train_ids": 16, "num_val_ids": 4, "num_test_ids": 6, "images_per_id": 2}
-    recipe = tmp_path / "backbone.yaml"
-    recipe.write_text(f"_base_: {CONFIG_DIR / 'demo_backbone.yaml'}\nroot_dir: bb_toy\ntoy: {{generate_in: bb_toy, "
-                      f"{', '.join(f'{k}: {v}' for k, v in small.items())}}}\nnum_epoch: 1\neval_period: 1\n"
-                      f"batch_size: 8\ntensorboard: false\n", encoding="utf-8")
+    args = tiny_demo_args(tiny_recipe(tmp_path))
     weights = tmp_path / "weights" / WEIGHTS_FILE
-    args = ["--config_file", str(DEMO_PRETRAINED), "--pretrain_build.config_file", str(recipe), "--pretrain_path",
-            str(weights), "--root_dir", "toy", "--toy.generate_in", "toy", "--output_dir", "runs", "--num_epoch", "1",
-            "--batch_size", "8", "--tensorboard", "false",
-            *[a for k, v in small.items() for a in (f"--toy.{k}", str(v))]]
-    train.main(args)
-    assert f"pretrain_path {weights} not found: building it once with {recipe}" in capfd.readouterr().out
-    builds = list((weights.parent / BUILD_RUNS / "CUHK-PEDES").iterdir())
-    assert len(builds) == 1 and weights.is_file()
-    export_open_clip.main(["--config_file", str(builds[0]), "--checkpoint", str(builds[0] / "last.pth"), "--out",
+    demo.main(args)
+    assert f"step 1/3: building the demo backbone {weights}" in capfd.readouterr().out
+    (build,) = list((weights.parent / BUILD_RUNS).glob("*/CUHK-PEDES/*"))
+    assert weights.is_file()
+    export_open_clip.main(["--config_file", str(build), "--checkpoint", str(build / "last.pth"), "--out",
                            str(tmp_path / "manual"), "--half"])
     built, manual = load_file(str(weights)), load_file(str(tmp_path / "manual" / WEIGHTS_FILE))
     assert built.keys() == manual.keys() and all(torch.equal(built[k], manual[k]) for k in built)
-    assert {v.dtype for v in built.values()} == {torch.float16}  # pretrain_build.half
-    train.main(args)
-    assert "building it once" not in capfd.readouterr().out
-    assert list((weights.parent / BUILD_RUNS / "CUHK-PEDES").iterdir()) == builds
+    assert {v.dtype for v in built.values()} == {torch.float16}  # demo.pretrain_build.half
+    demo.main(args)
+    assert "building the demo backbone" not in capfd.readouterr().out
+    assert list((weights.parent / BUILD_RUNS).glob("*/CUHK-PEDES/*")) == [build]
     assert len(list((tmp_path / "runs" / "CUHK-PEDES").iterdir())) == 2

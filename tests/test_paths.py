@@ -44,13 +44,19 @@ def test_run_script_resolves_paths_against_the_caller_s_directory(tmp_path: Path
 
 
 def test_the_demo_generates_toy_data_in_its_own_folder_only(tmp_path: Path, monkeypatch):
+    import demo
+
     monkeypatch.chdir(tmp_path)
     tiny = _without(tiny_args(Path("unused"), Path("unused")), PLACED)
-    small = ["--toy.num_train_ids", "8", "--toy.num_val_ids", "2", "--toy.num_test_ids", "3",
-             "--toy.images_per_id", "2", "--num_epoch", "1"]
-    run = train_script.main(["--config_file", DEMO, *tiny, *small])  # root_dir data/toy: the demo's own folder
+    small = ["--demo.toy.num_train_ids", "8", "--demo.toy.num_val_ids", "2", "--demo.toy.num_test_ids", "3",
+             "--demo.toy.images_per_id", "2", "--num_epoch", "1"]
+    with pytest.raises(DatasetError, match="dataset folder not found"):  # train.py only trains: no data, an error
+        train_script.main(["--config_file", DEMO, *tiny, *small[-2:]])
+    assert list(tmp_path.iterdir()) == []
+    run = demo.main(["--config_file", DEMO, *tiny, *small])  # root_dir data/toy: the demo's own folder
     assert (tmp_path / "data" / "toy" / "CUHK-PEDES" / "reid_raw.json").is_file()
     assert load_config(run / "configs.yaml").root_dir == str(tmp_path / "data" / "toy")
-    with pytest.raises(DatasetError, match="dataset folder not found"):  # any other root_dir: an error, no toy data
-        train_script.main(["--config_file", DEMO, *tiny, *small, "--root_dir", "mine"])
+    with pytest.raises(DatasetError, match="holds no CUHK-PEDES dataset, and the demo generates its toy data only in "
+                                           f"demo.toy.generate_in \\({tmp_path}/data/toy\\)"):
+        demo.main(["--config_file", DEMO, *tiny, *small, "--root_dir", "mine"])  # any other root_dir: no toy data
     assert not (tmp_path / "mine").exists()

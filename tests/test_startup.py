@@ -14,11 +14,14 @@ from tests.cli_checks import REPO
 from utils.images import CLIP_MEAN, CLIP_STD
 from utils.tokenizer import DEFAULT_CONTEXT_LENGTH
 
-ENTRY_POINTS = ["train", "tools.search", "tools.visualize_test", "tools.export_open_clip", "tools.count_params",
+ENTRY_POINTS = ["train", "demo", "tools.search", "tools.visualize_test", "tools.export_open_clip", "tools.count_params",
                 "tools.check_dataset", "tools.extract_phrases", "tools.make_toy_dataset", "tools.plot_curves",
                 "tools.summarize_runs"]
-# Each command line without arguments is a mistake argparse finds, but count_params's (it counts base.yaml).
-COMMAND_LINES = sorted(str(p.relative_to(REPO)) for p in (REPO / "tools").glob("*.py")) + ["train.py", "test.py"]
+# Each command line without arguments is a mistake argparse finds, but count_params's (it counts base.yaml) and the
+# demo's (it runs the demo): those are given a mistake of their own.
+COMMAND_LINES = (sorted(str(p.relative_to(REPO)) for p in (REPO / "tools").glob("*.py"))
+                 + ["train.py", "test.py", "demo.py"])
+MISTAKES = {"tools/count_params.py": ["--help"], "demo.py": ["--config_file"]}
 
 
 def test_clip_constants_are_open_clip_s():
@@ -42,7 +45,7 @@ def test_entry_points_import_without_open_clip_or_torchvision():
 def test_help_and_argument_mistakes_answer_before_torch_is_imported():
     code = ("import contextlib, io, runpy, sys\n"
             f"for path in {COMMAND_LINES!r}:\n"
-            "    for argv in (['--help'], [] if path != 'tools/count_params.py' else ['--help']):\n"
+            f"    for argv in (['--help'], {MISTAKES!r}.get(path, [])):\n"
             "        sys.argv = [path, *argv]\n"
             "        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
             "            try:\n"

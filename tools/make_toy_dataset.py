@@ -2,7 +2,7 @@
 
 python tools/make_toy_dataset.py --root_dir R --dataset_name D [--num_train_ids N ...]
 
-Sizes default to the ``toy`` section of configs/base.yaml.
+Sizes default to the demo's ``demo.toy`` section (configs/demo_base.yaml).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ MIN_IMAGE_SIZE = (8, 4)  # (H, W) below which datasets/toy.py cannot place its b
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    toy = load_config(None).toy
+    toy = load_config(None, entry="demo").demo.toy
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--root_dir", required=True, help="parent folder of <dataset_name>/")
     parser.add_argument("--dataset_name", required=True, choices=CHOICES["dataset_name"])

@@ -4,6 +4,8 @@ A leaf YAML names its parent with ``_base_`` (a path relative to the leaf) and s
 that differ. Overrides are ``--key value`` pairs, nested keys joined by dots (``--sgiha.filter res``);
 values are parsed as YAML (``--img_size "[256, 128]"``). Unknown keys and bad values raise ``ConfigError``
 in one line: an unknown key names the closest valid key and where every key is listed (configs/base.yaml).
+A top-level section of one entry point (ENTRY_SECTIONS: the demo's ``demo:``, declared in
+configs/demo_base.yaml) is read by that entry point only.
 """
 from __future__ import annotations
 
@@ -39,13 +41,20 @@ CHOICES: dict[str, tuple] = {
 SPLITS = ("train", "val", "test")
 logger = logging.getLogger(__name__)
 
-# Keys earlier versions wrote into run folders' configs.yaml: read and ignored, with what replaced them.
-RETIRED_KEYS = {"toy.generate_if_missing": "toy.generate_in (the folder where the demo may generate toy data)"}
+# Top-level sections that belong to one entry point, declared in their own file: load_config(entry=name) reads
+# them; every other entry point leaves them alone, so a demo config is also a training config.
+ENTRY_SECTIONS = {"demo": CONFIG_DIR / "demo_base.yaml"}
+ENTRY_COMMANDS = {"demo": "the demo (bash run_demo.sh --config_file ...)"}
+# Sections earlier versions wrote into run folders' configs.yaml: read and ignored, with what replaced them.
+RETIRED_SECTIONS = {"toy": "the demo's demo.toy (configs/demo_base.yaml): train.py no longer generates data",
+                    "pretrain_build": "the demo's demo.pretrain_build (configs/demo_base.yaml): train.py no longer "
+                                      "builds weights"}
 # Keys that may be null (besides their values): no weights file, no build of it, no early stop, no custom annotation,
 # no toy data.
-NULLABLE = ("pretrain_path", "pretrain_build.config_file", "early_stop_epoch", "annotation_file", "toy.generate_in")
+NULLABLE = ("pretrain_path", "demo.pretrain_build.config_file", "early_stop_epoch", "annotation_file",
+            "demo.toy.generate_in")
 # Keys that hold paths: relative ones are made absolute (against the working directory) by absolute_paths.
-PATH_KEYS = ("root_dir", "output_dir", "pretrain_path", "pretrain_build.config_file", "toy.generate_in")
+PATH_KEYS = ("root_dir", "output_dir", "pretrain_path", "demo.pretrain_build.config_file", "demo.toy.generate_in")
 
 
 class Config(dict):
@@ -183,10 +192,13 @@ def _check_type(key: str, value: Any, default: Any, source: str) -> Any:
 
 
 def _set(tree: dict, key: str, value: Any, defaults: dict, source: str) -> None:
-    if key in RETIRED_KEYS:
-        logger.warning("%s: ignoring %s, an earlier version's key; see %s", source, key, RETIRED_KEYS[key])
-        return
     parts = key.split(".")
+    if parts[0] in RETIRED_SECTIONS:
+        logger.warning("%s: ignoring %s, an earlier version's section; see %s", source, key, RETIRED_SECTIONS[parts[0]])
+        return
+    if parts[0] in ENTRY_SECTIONS and parts[0] not in defaults:
+        raise ConfigError(f"{source}: {key} is a key of {ENTRY_COMMANDS[parts[0]]}, which reads it; this command "
+                          f"trains or evaluates the config without it")
     node, dnode = tree, defaults
     for i, part in enumerate(parts):
         if not isinstance(dnode, dict) or part not in dnode:
@@ -213,18 +225,31 @@ def _validate(cfg: Config) -> None:
     check_config(cfg, dict(_flatten(cfg)))
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] | dict | None = None) -> Config:
+def _declared(entry: str | None) -> dict:
+    """The declared defaults: configs/base.yaml's training keys, plus ``entry``'s own section (ENTRY_SECTIONS)."""
+    defaults = _read_yaml(BASE_CONFIG)
+    if entry is not None:
+        defaults[entry] = _read_yaml(ENTRY_SECTIONS[entry])[entry]
+    return defaults
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] | dict | None = None,
+                entry: str | None = None) -> Config:
     """Declared defaults, then the YAML chain ending at ``path``, then ``overrides``.
 
     ``overrides`` is either ``['--key', 'value', ...]`` from the command line or a ``{key: value}`` dict.
+    ``entry`` (a name of ENTRY_SECTIONS) also reads that entry point's section; without it the section is skipped
+    in files and refused on the command line.
     """
-    defaults = _read_yaml(BASE_CONFIG)
+    defaults = _declared(entry)
     tree = copy.deepcopy(defaults)
     if path is not None:
         for file, data in _load_chain(Path(path)):
             if file == BASE_CONFIG.resolve():
                 continue
             for key, value in data.items():
+                if key in ENTRY_SECTIONS and key != entry:
+                    continue  # another entry point's keys: checked when that entry point reads this file
                 _set(tree, key, value, defaults, str(file))
     for key, value in _parse_overrides(overrides).items():
         _set(tree, key, value, defaults, "command line")
@@ -270,8 +295,8 @@ def absolute_paths(cfg: Config) -> Config:
         *parents, leaf = key.split(".")
         node = cfg
         for part in parents:
-            node = node[part]
-        if node[leaf] is not None:
+            node = node.get(part, {})  # an entry point's section is absent for the others
+        if node.get(leaf) is not None:
             node[leaf] = str(Path(node[leaf]).expanduser().absolute())
     return cfg
 

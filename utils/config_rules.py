@@ -127,8 +127,9 @@ NON_NEGATIVE = number_above(0, inclusive=True)
 RULES: dict[str, Callable[[str, Any], None]] = {
     "name": run_name, "output_dir": non_empty_text, "root_dir": non_empty_text, "seed": int_in_range(0, SEED_LIMIT),
     "device": device, "log_period": POSITIVE_INT,
-    "toy.num_train_ids": POSITIVE_INT, "toy.num_val_ids": NON_NEGATIVE_INT, "toy.num_test_ids": POSITIVE_INT,
-    "toy.images_per_id": POSITIVE_INT, "toy.image_size": pair_of_ints(1), "toy.seed": NON_NEGATIVE_INT,
+    "demo.toy.num_train_ids": POSITIVE_INT, "demo.toy.num_val_ids": NON_NEGATIVE_INT,
+    "demo.toy.num_test_ids": POSITIVE_INT, "demo.toy.images_per_id": POSITIVE_INT,
+    "demo.toy.image_size": pair_of_ints(1), "demo.toy.seed": NON_NEGATIVE_INT,
     "img_size": pair_of_ints(1), "img_flip_prob": probability, "img_pad": NON_NEGATIVE_INT,
     "img_erase_scale": erase_scale, "text_length": int_at_least(2), "batch_size": int_at_least(MIN_BATCH),
     "test_batch_size": POSITIVE_INT, "num_workers": NON_NEGATIVE_INT, "num_instance": POSITIVE_INT,

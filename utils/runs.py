@@ -66,6 +66,17 @@ def new_run_dir(cfg: Config, suffix: str = "") -> Path:
     return run_dir
 
 
+def claim_run_dir(cfg: Config) -> Path:
+    """A new run folder, made at once: commands started in the same second each get their own (mkdir is atomic)."""
+    while True:
+        run_dir = new_run_dir(cfg)
+        try:
+            run_dir.mkdir(parents=True)
+            return run_dir
+        except FileExistsError:  # another command took this name since new_run_dir looked
+            continue
+
+
 def check_run_dir(run_dir: str | os.PathLike) -> Path:
     """``run_dir`` as a Path, or a RunError saying what a run folder holds."""
     path = Path(run_dir)
