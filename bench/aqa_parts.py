@@ -8,7 +8,8 @@ tools/visualize_grounding.py). The questions are shuffled (``--seed``) and cut i
 (default: the run's batch_size), and within each batch every SG-IHA output Z picks the answer of highest cosine, as
 the training accuracy does (method §6.4). Per part it prints how often that answer is the question's own ("exact"), has
 the same phrase (an identical answer elsewhere in the batch), or names the same part; and the mean AQA loss of the
-batches (method §6.4, the run's temperature) against its chance value 2 ln B. docs/demo.md reports what it measured.
+batches (method §6.4, the run's temperature) against its chance value 2 ln B. docs/experiments/demo.md reports what it
+measured.
 """
 from __future__ import annotations
 

@@ -7,8 +7,8 @@ question) and, every ``--every`` steps and before the first, prints the mean los
 line and, for one fixed batch encoded anew, the mean and std
 of the cosine between the global features of two different images, of two different captions, and the gap
 between matching and non-matching image-caption cosines. A mean near 1 is a collapsed tower (every input gives
-the same feature): no loss that reads the features (SDM, ID, AQA) can learn until it spreads again. docs/demo.md
-reports what it measured on the demo.
+the same feature): no loss that reads the features (SDM, ID, AQA) can learn until it spreads again.
+docs/experiments/demo.md reports what it measured on the demo.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 game of the SG-IHA recipes (tools/visualize_grounding.py). Toy numbers are not the method's benchmark numbers.
 
     python bench/toy_ablation.py [--config_file configs/demo.yaml] [--seeds 42 1 2 3 4] [--recipes clip_finetune ...]
-        [--output_dir logs/toy_ablation] [--out docs/toy_ablation.md] [--key value ...]
+        [--output_dir logs/toy_ablation] [--out docs/experiments/toy_ablation.md] [--key value ...]
 
 Each run is ``train.py --config_file <demo config> --loss_names <recipe's losses> --seed <seed>`` plus the
 extra ``--key value`` overrides, one after another in this process; first the demo makes what the config trains

@@ -41,7 +41,7 @@ SUBJECTS = ("man", "woman", "person")
 PRONOUNS = {"man": "He", "woman": "She", "person": "The person"}  # the second sentence's subject
 # Each part has its own verb before its phrase ("walks in" only shoes): the text tower is causal, so the masked
 # positions of an AQA question (method §6.1) see only the words on their left, and this tells them which part they
-# stand for (docs/demo.md point 11).
+# stand for (docs/experiments/demo.md point 11).
 PART_VERBS = {"hair": "has", "upper": "is dressed in", "lower": "is wearing", "shoes": "walks in",
               "backpack": "carries", "bag": "holds", "hat": "wears"}
 CAPTIONS_PER_IMAGE = {"CUHK-PEDES": 2, "ICFG-PEDES": 1, "RSTPReid": 2, "custom": 2}  # as in the benchmarks (method §2)

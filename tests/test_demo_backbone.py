@@ -1,6 +1,6 @@
-"""configs/demo_pretrained.yaml starts from a weights file the demo's first run builds (docs/demo.md point 15,
-processor/pretrain_build.py): the build is the documented commands, runs once, and refuses what it cannot do before any
-work; train.py never builds; pretrain_choice none never reads the file it names."""
+"""configs/demo_pretrained.yaml starts from a weights file the demo's first run builds (docs/experiments/demo.md
+point 15, processor/pretrain_build.py): the build is the documented commands, runs once, and refuses what it cannot
+do before any work; train.py never builds; pretrain_choice none never reads the file it names."""
 from __future__ import annotations
 
 import pytest

@@ -1,7 +1,7 @@
 """Learning test: a short fixed-seed CPU run of the demo recipe whose assertions fail when AQA or SDM does not learn.
 
 The demo's config shrunk (tests/tiny_run.py sizes), with the demo's own temperatures, learning rates and gradient
-route (docs/demo.md point 8), trains on two fixed batches of the tiny toy set; the AQA
+route (docs/experiments/demo.md point 8), trains on two fixed batches of the tiny toy set; the AQA
 loss must end below half its chance value (2 ln B: symmetric InfoNCE with uniform scores) with answer->bridge
 accuracy far above 1/B, and the SDM loss below half its first value. A second run with an SG-IHA head whose
 output carries no per-sample information (the batch mean) must fail the AQA check: the check can fail.

@@ -145,7 +145,8 @@ def test_regions_file_covers_every_image(toy_root):
 
 def test_captions_name_each_visible_part_after_its_own_verb(toy_root):
     """What the AQA questions rely on: the extracted phrases are exactly the picture's visible parts, and each
-    phrase follows its part's verb, so a masked phrase's left context says which part it is (docs/demo.md point 11)."""
+    phrase follows its part's verb, so a masked phrase's left context says which part it is (docs/experiments/demo.md
+    point 11)."""
     regions = read_regions(toy_root / "CUHK-PEDES")["images"]
     verbs = {"hair": "has", "upper": "is dressed in", "lower": "is wearing", "shoes": "walks in",
              "backpack": "carries", "bag": "holds", "hat": "wears"}

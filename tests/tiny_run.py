@@ -36,8 +36,8 @@ DEMO_BACKBONE = ("--img_size", "[64, 32]", "--backbone.embed_dim", "64", "--back
 
 def benchmark_settings() -> tuple[str, ...]:
     """Overrides that put back base.yaml's values where the demo departs from them for training from scratch
-    (docs/demo.md point 8): for tests of a path the benchmark configs take (AQA's gradient into the tapped layers,
-    the method's temperatures, the cosine)."""
+    (docs/experiments/demo.md point 8): for tests of a path the benchmark configs take (AQA's gradient into the tapped
+    layers, the method's temperatures, the cosine)."""
     base = load_config(None, {})
     return ("--temperature", str(base.temperature), "--sgiha.temperature", str(base.sgiha.temperature),
             "--sgiha.detach_hidden", str(base.sgiha.detach_hidden).lower(), "--lrscheduler", base.lrscheduler)
