@@ -2,8 +2,9 @@
 
 The CPU demo fine-tunes a tiny CLIP that no package ships (docs/experiments/demo.md point 15): like a download
 of OpenAI's weights, the demo's first run makes the weights it starts from, and later runs read them. The build is
-the commands of configs/demo_pretrained.yaml's header, run as child processes (train.py, then tools/export_open_clip.py) whose
-output goes to the build's log file, so it gives the same file as those commands and leaves this process untouched.
+the commands of configs/demo_pretrained.yaml's header, run as child processes (train.py, then
+tools/export_open_clip.py) whose output goes to the build's log file, so it gives the same file as those commands
+and leaves this process untouched.
 
 Several commands may need the weights at once, and any of them may be killed. The build holds a lock beside the
 weights (a second command waits for it, saying so), trains into a fresh folder of its own under ``build_runs/`` (the
