@@ -114,12 +114,13 @@ def machine(device: torch.device, world_size: int) -> dict[str, Any]:
 
 def collect_run_info(cfg: Config, device: torch.device, world_size: int, data: dict[str, Any],
                      weights: dict[str, dict[str, Any]], argv: Sequence[str] | None = None,
-                     root: str | os.PathLike = REPO_ROOT, diff_file: str = DIFF_FILE) -> tuple[dict[str, Any], str]:
+                     root: str | os.PathLike | None = None, diff_file: str = DIFF_FILE) -> tuple[dict[str, Any], str]:
     """(record, diff) of this process: ``data`` is the annotation read (datasets.bases.DataRecord.to_dict()),
-    ``weights`` the ``file_record`` of each weights file read, by role; a non-empty diff goes to ``diff_file``."""
+    ``weights`` the ``file_record`` of each weights file read, by role; ``root`` the code's repository (default:
+    this project's); a non-empty diff goes to ``diff_file``."""
     argv = list(sys.argv if argv is None else argv)
     amp, reason = choose_amp(cfg.amp, device)
-    code, diff = code_state(root, diff_file)
+    code, diff = code_state(REPO_ROOT if root is None else root, diff_file)
     info = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": shlex.join([sys.executable, *argv]),
             "cwd": os.getcwd(), "code": code, "environment": environment(), "machine": machine(device, world_size),
             "precision": {"amp": amp, "reason": reason}, "seed": cfg.seed, "data": data, "weights": weights}
