@@ -193,18 +193,17 @@ def parting(runs: Sequence[Run], experiments: Sequence[Sequence[int]], keys: Seq
     epochs = by_epoch(runs)
     scored = {e: [_value(r, PART_METRIC) for r in rows] for e, rows in epochs.items()}
     scored = {e: v for e, v in scored.items() if all(x is not None for x in v)}
-    repeated = [g for g in experiments if len(g) >= MIN_SEEDS]
-    if repeated:
-        return _parting_beyond_spread(scored, experiments, repeated)
-    lines = ["no seed spread is known (no experiment among these runs has two seeds); "
-             "give seed repeats to compare against it"]
     first_any = next((e for e, rows in epochs.items()
                       if any(len({_value(r, k) for r in rows}) > 1 for k in keys)), None)
+    lines = [f"first epoch where any logged value differs: {first_any if first_any is not None else 'none'}"]
+    repeated = [g for g in experiments if len(g) >= MIN_SEEDS]
+    if repeated:
+        return lines + _parting_beyond_spread(scored, experiments, repeated)
     first_gap = next((e for e, v in scored.items() if max(v) - min(v) > threshold), None)
-    lines.append(f"first epoch where any logged value differs: {first_any if first_any is not None else 'none'}")
-    lines.append(f"first epoch where test {PART_METRIC} differs by more than {threshold:g} points: "
-                 f"{first_gap if first_gap is not None else 'none'}")
-    return lines
+    return lines + ["no seed spread is known (no experiment among these runs has two seeds; give seed repeats to "
+                    "compare against it)",
+                    f"first epoch where test {PART_METRIC} differs by more than {threshold:g} points: "
+                    f"{first_gap if first_gap is not None else 'none'}"]
 
 
 def _parting_beyond_spread(scored: dict[int, list[float]], experiments: Sequence[Sequence[int]],
