@@ -128,6 +128,9 @@ def test_an_older_last_pth_with_scheduler_state_resumes_exactly(toy, warm_cosine
     run = _interrupted(monkeypatch, _args(toy, tmp_path, *WARM_COSINE), 2 * STEPS + 1)
     old_style = {**load_checkpoint(run / "last.pth"), "scheduler": _stale_scheduler_state()}
     save_checkpoint(old_style, run / "last.pth")
+    start = (run / "run_info.json").read_bytes()
     train_script.main(["--resume", str(run / "last.pth")])
     _assert_same(run / "last.pth", warm_cosine / "last.pth")
     assert _training_rows(run) == _training_rows(warm_cosine)
+    assert (run / "run_info.json").read_bytes() == start  # the run's start stays on record
+    assert json.loads((run / "run_info_resumed_after_epoch2.json").read_text())["seed"] == 42

@@ -29,9 +29,29 @@ from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # project imports when run as tools/...py
 
+from utils.cli import parse_first, run_cli  # noqa: E402
+
+MIN_RUNS = 2
+DEFAULT_THRESHOLD = 1.0  # R1 points: without seed repeats, the gap reported as "parted"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="run folders (two or more)")
+    parser.add_argument("--plot", help="also draw every run's curves into this PNG")
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                        help="without seed repeats: the R1 gap in points reported as the runs parting "
+                             f"(default {DEFAULT_THRESHOLD:g})")
+    args = parser.parse_args(argv)
+    if len(args.runs) < MIN_RUNS:
+        parser.error(f"give at least {MIN_RUNS} run folders to compare")
+    return args
+
+
+parse_first(parse_args, __name__)  # --help and argument mistakes answer here, before torch loads
+
 from prettytable import PrettyTable, TableStyle  # noqa: E402
 
-from utils.cli import run_cli  # noqa: E402
 from utils.config import BASE_CONFIG, Config  # noqa: E402
 from utils.run_info import read_run_info  # noqa: E402
 from utils.runs import (  # noqa: E402
@@ -46,9 +66,7 @@ from utils.runs import (  # noqa: E402
     seed_groups,
 )
 
-MIN_RUNS = 2
 LETTERS = 26  # runs named A..Z in the report, numbers after
-DEFAULT_THRESHOLD = 1.0  # R1 points: without seed repeats, the gap reported as "parted"
 MIN_SEEDS = 2  # a spread needs at least two seeds of one experiment
 DECIMALS = 4  # losses and metrics in the side-by-side table
 PART_METRIC = "R1"  # method §8: the score runs are compared by
@@ -300,19 +318,6 @@ def compare(runs: Sequence[Run], threshold: float = DEFAULT_THRESHOLD) -> Compar
         lines.append(f"no epoch logged in any {METRICS_FILE}")
     result.text = "\n".join(lines) + "\n"
     return result
-
-
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", help="run folders (two or more)")
-    parser.add_argument("--plot", help="also draw every run's curves into this PNG")
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                        help="without seed repeats: the R1 gap in points reported as the runs parting "
-                             f"(default {DEFAULT_THRESHOLD:g})")
-    args = parser.parse_args(argv)
-    if len(args.runs) < MIN_RUNS:
-        parser.error(f"give at least {MIN_RUNS} run folders to compare")
-    return args
 
 
 def main(argv: Sequence[str] | None = None) -> Comparison:
