@@ -60,6 +60,7 @@ from torch import nn  # noqa: E402
 
 from datasets.build import build_eval_sets  # noqa: E402
 from model.build import load_pretrained_model, read_checkpoint, retrieval_model  # noqa: E402
+from model.pretrained import pretrained_record  # noqa: E402
 from processor.evaluator import evaluate, format_table  # noqa: E402
 from processor.pretrain_build import unbuilt_error  # noqa: E402
 from utils.config import Config, ConfigError, absolute_paths, load_config, save_config  # noqa: E402
@@ -67,6 +68,7 @@ from utils.distributed import cleanup_distributed, init_distributed  # noqa: E40
 from utils.io import atomic_write_text, check_output_folder  # noqa: E402
 from utils.logger import attach_log_file, setup_logger  # noqa: E402
 from utils.precision import resolve_amp, resolve_device  # noqa: E402
+from utils.run_info import RUN_INFO_STEM, collect_run_info, file_record, write_diff  # noqa: E402
 
 logger = logging.getLogger("sgiha")
 
@@ -159,6 +161,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
               "checkpoint": checkpoint if checkpoint != PRETRAINED else f"{PRETRAINED}: "
               f"{cfg.pretrain_path or cfg.pretrain_choice}", "epoch": epoch, "metrics": metrics}
     path = target.out_dir / results_file(target, cfg, args.split)
+    weights = ({"pretrained": pretrained_record(cfg.pretrain_choice, cfg.pretrain_path)} if checkpoint == PRETRAINED
+               else {"checkpoint": file_record(checkpoint, "")})
+    result["run_info"], diff = collect_run_info(cfg, device, world_size, eval_sets[args.split].source.to_dict(),
+                                                weights, diff_file=f"{path.stem}_{RUN_INFO_STEM}.diff")
+    write_diff(target.out_dir, result["run_info"], diff)
     logger.info("%s %s, %s\n%s", cfg.dataset_name, args.split, result["checkpoint"],
                 format_table({args.split: metrics}))
     atomic_write_text(path, json.dumps(result, indent=2) + "\n")

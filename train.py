@@ -37,7 +37,7 @@ from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
 from datasets.build import build_dataloaders  # noqa: E402
 from model.build import build_model  # noqa: E402
-from model.pretrained import check_file  # noqa: E402
+from model.pretrained import check_file, pretrained_record  # noqa: E402
 from processor.amp import build_grad_scaler  # noqa: E402
 from processor.plan import memory_warning  # noqa: E402
 from processor.trainer import TrainState, fit, last_epoch  # noqa: E402
@@ -52,6 +52,7 @@ from utils.io import remove_stale_temporaries  # noqa: E402
 from utils.logger import attach_log_file, log_to_file, setup_logger  # noqa: E402
 from utils.metrics import chance_rank1  # noqa: E402
 from utils.precision import resolve_amp, resolve_device  # noqa: E402
+from utils.run_info import record_run  # noqa: E402
 from utils.seed import set_rng_states, set_seed  # noqa: E402
 
 logger = logging.getLogger("sgiha")
@@ -200,6 +201,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
         save_config(cfg, run_dir / CONFIG_FILE)
         for stale in remove_stale_temporaries(run_dir):
             logger.info("removed %s, left by a write that was killed half-way", stale.name)
+        record_run(run_dir, cfg, device, world_size, data.source.to_dict(),  # what made this run: run_info.json
+                   {"pretrained": pretrained_record(cfg.pretrain_choice, cfg.pretrain_path)},
+                   resumed_after=state.epoch if resume else None)
     logger.info("run folder %s, device %s, amp %s, %d process(es)", run_dir, device, amp, world_size)
 
     train_model = model

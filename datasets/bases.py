@@ -50,6 +50,21 @@ class EvalSplit:
     caption_pids: list[int] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class DataRecord:
+    """Which data a run read: the annotation file, the SHA-256 of its bytes and the size of each split."""
+
+    annotation: Path
+    sha256: str
+    counts: dict[str, SplitCounts]  # (identities, images, captions) per split present
+
+    def to_dict(self) -> dict:
+        """JSON-ready: the split sizes named."""
+        return {"annotation": str(self.annotation), "annotation_sha256": self.sha256,
+                "splits": {split: dict(zip(("ids", "images", "captions"), counts))
+                           for split, counts in self.counts.items()}}
+
+
 @dataclass
 class BenchmarkData:
     """What a reader returns."""
@@ -59,6 +74,7 @@ class BenchmarkData:
     num_classes: int
     eval_splits: dict[str, EvalSplit]
     annotation: Path
+    source: DataRecord
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from datasets.bases import BenchmarkData, EvalSplit
+from datasets.bases import BenchmarkData, DataRecord, EvalSplit
 from datasets.eval_dataset import ImageDataset, TextDataset
 from datasets.reader import read_benchmark
 from datasets.samplers import GlobalBatchSampler, build_batch_sampler
@@ -35,6 +35,7 @@ class EvalSet:
     img_paths: list[str]
     captions: list[str]
     world_size: int = 1  # processes sharing the split; their shares are gathered in rank order
+    source: DataRecord | None = None  # the annotation the split was read from (run_info.json)
 
 
 @dataclass
@@ -44,6 +45,7 @@ class DataBundle:
     eval_sets: dict[str, EvalSet]
     batch_sampler: GlobalBatchSampler
     train_set: TrainDataset
+    source: DataRecord  # the annotation read and its split sizes (run_info.json)
 
     def set_epoch(self, epoch: int) -> None:
         """Make the epoch's batches and every sample's randomness a function of (seed, epoch) alone.
@@ -68,18 +70,19 @@ def _eval_loader(dataset, cfg: Config, world_size: int, rank: int) -> DataLoader
 
 
 def build_eval_set(name: str, split: EvalSplit, cfg: Config, tokenizer: Tokenizer, world_size: int = 1,
-                   rank: int = 0) -> EvalSet:
+                   rank: int = 0, source: DataRecord | None = None) -> EvalSet:
     """Loaders over this process's share of one split's gallery images and query captions (eval transform)."""
     images = ImageDataset(split.image_pids, split.img_paths, build_transform(cfg, train=False))
     texts = TextDataset(split.caption_pids, split.captions, tokenizer, cfg.text_length)
     return EvalSet(name, _eval_loader(images, cfg, world_size, rank), _eval_loader(texts, cfg, world_size, rank),
                    torch.tensor(split.image_pids, dtype=torch.long), torch.tensor(split.caption_pids, dtype=torch.long),
-                   list(split.img_paths), list(split.captions), world_size)
+                   list(split.img_paths), list(split.captions), world_size, source)
 
 
 def _eval_sets(data: BenchmarkData, cfg: Config, tokenizer: Tokenizer, splits: Sequence[str], world_size: int,
                rank: int) -> dict[str, EvalSet]:
-    return {name: build_eval_set(name, data.eval_splits[name], cfg, tokenizer, world_size, rank) for name in splits}
+    return {name: build_eval_set(name, data.eval_splits[name], cfg, tokenizer, world_size, rank, data.source)
+            for name in splits}
 
 
 def read_dataset(cfg: Config, splits: Sequence[str], need_phrases: bool = False,
@@ -109,4 +112,4 @@ def build_dataloaders(cfg: Config, world_size: int = 1, rank: int = 0) -> DataBu
     train_loader = DataLoader(train_set, batch_sampler=batch_sampler, num_workers=cfg.num_workers,
                               pin_memory=torch.cuda.is_available(), generator=_loader_generator())
     return DataBundle(train_loader, data.num_classes, _eval_sets(data, cfg, tokenizer, cfg.eval_splits, world_size,
-                                                                 rank), batch_sampler, train_set)
+                                                                 rank), batch_sampler, train_set, data.source)

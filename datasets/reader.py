@@ -11,6 +11,7 @@ from prettytable import PrettyTable
 from datasets.bases import (
     TRAIN_SPLIT,
     BenchmarkData,
+    DataRecord,
     DatasetError,
     DatasetFiles,
     EvalSplit,
@@ -107,5 +108,6 @@ def read_benchmark(name: str, root_dir: str | os.PathLike, need_phrases: bool = 
     if verify_images:
         check_images([r.img_path for r in records], files.annotation)
     train, num_classes, evals = _split_records(records)
-    logger.info("%s statistics (from %s):\n%s", files.name, files.annotation, statistics_table(split_counts(records)))
-    return BenchmarkData(files.name, train, num_classes, evals, files.annotation)
+    source = DataRecord(files.annotation, annotation.sha256, split_counts(records))
+    logger.info("%s statistics (from %s):\n%s", files.name, files.annotation, statistics_table(source.counts))
+    return BenchmarkData(files.name, train, num_classes, evals, files.annotation, source)

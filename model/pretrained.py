@@ -10,7 +10,7 @@ import os
 import socket
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 from urllib.parse import urlparse
 
 import torch
@@ -20,6 +20,7 @@ from torch import Tensor
 from model.clip import CLIP
 from utils.checkpoint import refusal_message, refused_objects
 from utils.errors import UserError
+from utils.run_info import NOT_CACHED, RANDOM_WEIGHTS, file_record
 
 # pretrain_choice -> open_clip model name (OpenAI's weights use QuickGELU, method §3).
 OPEN_CLIP_NAMES = {"ViT-B/16": "ViT-B-16-quickgelu", "ViT-B/32": "ViT-B-32-quickgelu",
@@ -173,6 +174,22 @@ def openai_state_dict(choice: str) -> dict[str, Tensor]:
         return open_clip.create_model(name, pretrained=OPENAI_TAG, device="cpu").state_dict()
     except Exception as exc:
         raise PretrainedError(f"pretrain_choice {choice}: open_clip could not fetch {name} ({exc}); {where}") from exc
+
+
+def weights_file(choice: str, path: str | None) -> str | None:
+    """The file the backbone's pretrained weights are read from: ``path``, else the CLIP package's cached copy of
+    OpenAI's weights; None for random weights (pretrain_choice none) or weights not cached yet."""
+    if choice == "none":  # random weights: a pretrain_path is not read
+        return None
+    if path:
+        return path
+    return _cached_file(OPEN_CLIP_NAMES[choice]) if choice in OPEN_CLIP_NAMES else None
+
+
+def pretrained_record(choice: str, path: str | None) -> dict[str, Any]:
+    """The pretrained weights file's record for run_info.json: its path and SHA-256, or why there is none."""
+    reason = RANDOM_WEIGHTS if choice == "none" else NOT_CACHED
+    return file_record(weights_file(choice, path), reason)
 
 
 def pretrained_state_dict(choice: str, path: str | None) -> dict[str, Tensor]:

@@ -36,7 +36,7 @@ class NonFiniteLossError(UserError, RuntimeError):
 
 @dataclass
 class TrainState:
-    """What a resumed run needs besides model/optimizer/scheduler/scaler weights."""
+    """What a resumed run needs besides the model, optimizer and grad-scaler states."""
     epoch: int = 0                      # last finished epoch
     best_epoch: int = 0                 # epoch of best.pth
     best_score: float = -1.0            # Rank-1 of cfg.select_on at best_epoch
@@ -100,12 +100,12 @@ def _metrics_row(epoch: int, lr: float, train_stats: dict[str, float],
     return row
 
 
-def resume_state(model: nn.Module, optimizer, scheduler, scaler, state: TrainState, cfg: Config) -> dict:
-    """last.pth: everything a resumed run needs."""
+def resume_state(model: nn.Module, optimizer, scaler, state: TrainState, cfg: Config) -> dict:
+    """last.pth: everything a resumed run needs. No scheduler state: an epoch's learning rates are a function of
+    (config, epoch) alone (solver.build.continue_schedule)."""
     return {
         "model": unwrap(model).state_dict(),
         "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(),
         "epoch": state.epoch,
         "best_epoch": state.best_epoch,
@@ -202,7 +202,7 @@ def fit(cfg: Config, run_dir: Path, model: nn.Module, data, optimizer: torch.opt
         improved = selected is not None and selected["R1"] > state.best_score
         if improved:
             state.best_score, state.best_epoch = selected["R1"], epoch
-        checkpoint = resume_state(model, optimizer, scheduler, scaler, state, cfg)
+        checkpoint = resume_state(model, optimizer, scaler, state, cfg)
         if improved:
             save_checkpoint(best_state(checkpoint, results, cfg.select_on), run_dir / BEST_CHECKPOINT)
             logger.info("new best %s Rank-1 %.2f at epoch %d: saved best.pth", cfg.select_on, state.best_score, epoch)

@@ -1,6 +1,7 @@
 """An interrupted run resumed with ``--resume`` ends bit for bit as the uninterrupted one, for every schedule the
 configs can express: warm-up from warmup_factor, cosine down to target_lr, step milestones, early stop, and an
-extension with --num_epoch or --early_stop_epoch null (in-process: Ctrl-C is a KeyboardInterrupt after N steps)."""
+extension with --num_epoch or --early_stop_epoch null (in-process: Ctrl-C is a KeyboardInterrupt after N steps).
+last.pth holds no scheduler state; an older last.pth that still carries one resumes exactly as well."""
 from __future__ import annotations
 
 import json
@@ -14,7 +15,7 @@ import train as train_script
 from datasets.toy import make_toy_dataset
 from tests.killed_run import signal_after_step
 from tests.tiny_run import benchmark_settings, tiny_args
-from utils.checkpoint import load_checkpoint, previous_path
+from utils.checkpoint import load_checkpoint, previous_path, save_checkpoint
 
 TRAIN_IDS = 8
 STEPS = TRAIN_IDS * 2 * 2 // 16  # steps per epoch: 2 images x 2 captions per identity at batch 16
@@ -81,6 +82,7 @@ def warm_cosine(toy: Path, tmp_path_factory) -> Path:
 def test_ctrl_c_and_resume_equal_the_uninterrupted_warm_up_and_cosine(toy, warm_cosine, monkeypatch, tmp_path,
                                                                        steps):
     run = _interrupted(monkeypatch, _args(toy, tmp_path, *WARM_COSINE), steps)
+    assert "scheduler" not in load_checkpoint(run / "last.pth")  # an epoch's lr follows from config and epoch
     train_script.main(["--resume", str(run / "last.pth")])
     _assert_same(run / "last.pth", warm_cosine / "last.pth")
     assert _training_rows(run) == _training_rows(warm_cosine)
@@ -110,3 +112,25 @@ def test_extending_num_epoch_equals_the_longer_run(toy, warm_cosine, tmp_path):
     train_script.main(["--resume", str(short / "last.pth"), "--num_epoch", str(EPOCHS)])
     _assert_same(short / "last.pth", warm_cosine / "last.pth")
     assert _training_rows(short) == _training_rows(warm_cosine)
+
+
+def _stale_scheduler_state() -> dict:
+    """A scheduler entry as earlier versions saved it in last.pth, with a learning rate and an epoch that fit no
+    epoch of the run: were it read, the resumed schedule would differ."""
+    optimizer = torch.optim.SGD([torch.zeros(1)], lr=1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+    optimizer.step()
+    scheduler.step()
+    return scheduler.state_dict()
+
+
+def test_an_older_last_pth_with_scheduler_state_resumes_exactly(toy, warm_cosine, monkeypatch, tmp_path):
+    run = _interrupted(monkeypatch, _args(toy, tmp_path, *WARM_COSINE), 2 * STEPS + 1)
+    old_style = {**load_checkpoint(run / "last.pth"), "scheduler": _stale_scheduler_state()}
+    save_checkpoint(old_style, run / "last.pth")
+    start = (run / "run_info.json").read_bytes()
+    train_script.main(["--resume", str(run / "last.pth")])
+    _assert_same(run / "last.pth", warm_cosine / "last.pth")
+    assert _training_rows(run) == _training_rows(warm_cosine)
+    assert (run / "run_info.json").read_bytes() == start  # the run's start stays on record
+    assert json.loads((run / "run_info_resumed_after_epoch2.json").read_text())["seed"] == 42

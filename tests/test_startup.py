@@ -16,7 +16,7 @@ from utils.tokenizer import DEFAULT_CONTEXT_LENGTH
 
 ENTRY_POINTS = ["train", "demo", "tools.search", "tools.visualize_test", "tools.export_open_clip", "tools.count_params",
                 "tools.check_dataset", "tools.extract_phrases", "tools.make_toy_dataset", "tools.plot_curves",
-                "tools.summarize_runs"]
+                "tools.summarize_runs", "tools.compare_runs"]
 # Each command line without arguments is a mistake argparse finds, but count_params's (it counts base.yaml) and the
 # demo's (it runs the demo): those are given a mistake of their own.
 COMMAND_LINES = (sorted(str(p.relative_to(REPO)) for p in (REPO / "tools").glob("*.py"))

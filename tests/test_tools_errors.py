@@ -78,6 +78,11 @@ CASES = {
         ["no usable run folder", "{not_evaluated}"]),
     "summarize_runs: corrupt test_results.json": Case(
         "summarize_runs.py", ["{torn_results}", "{not_a_run}"], ["no usable run folder", "{torn_results}"]),
+    "compare_runs: a folder missing": Case(
+        "compare_runs.py", ["{run}", "{root}/no_run"], ["{root}/no_run", "not a folder"]),
+    "compare_runs: a folder that is not a run": Case(
+        "compare_runs.py", ["{run}", "{not_a_run}", "--plot", "{root}/curves.png"],
+        ["{not_a_run}", "not a run folder"]),
     "check_dataset: a folder that is not a run": Case(
         "check_dataset.py", ["--config_file", "{not_a_run}"], ["--config_file {not_a_run}", "a folder without"]),
     "count_params: typo in a config key": Case("count_params.py", ["--lrr", "1"], ["unknown key 'lrr'"]),

@@ -26,7 +26,9 @@ from utils.errors import UserError
 from utils.io import atomic_torch_save
 
 CHECKPOINT_KEYS = ("model", "epoch")
-RESUME_KEYS = ("optimizer", "scheduler", "scaler", "rng", "history")  # what last.pth holds beyond best.pth's
+# What last.pth holds beyond best.pth's. Not the scheduler: an epoch's lr follows from config and epoch alone; a
+# "scheduler" entry of an older last.pth is ignored.
+RESUME_KEYS = ("optimizer", "scaler", "rng", "history")
 PREVIOUS_SUFFIX = "_prev"  # last.pth -> last_prev.pth
 # torch's weights-only unpickler names the first class or function it refused in its error message.
 TORCH_REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+) (?:was not an allowed global|whose module)")

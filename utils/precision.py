@@ -38,18 +38,24 @@ def native_bf16(device: torch.device) -> bool:
     return torch.cuda.get_device_capability(device)[0] >= BF16_MIN_CAPABILITY
 
 
-def resolve_amp(amp: str, device: torch.device) -> str:
-    """'auto' is bf16 on GPUs with native bf16, fp16 (with a GradScaler) on older GPUs and none on CPU (method §7
-    trains in fp32; AMP is this project's speed option). The choice of 'auto' is logged."""
+def choose_amp(amp: str, device: torch.device) -> tuple[str, str]:
+    """The autocast mode ``amp`` resolves to on ``device``, and why: 'auto' is bf16 on GPUs with native bf16, fp16
+    (with a GradScaler) on older GPUs and none on CPU (method §7 trains in fp32; AMP is this project's speed
+    option); any other value is the config's choice."""
     if amp != "auto":
-        return amp
+        return amp, f"amp: {amp} in the config"
     if device.type != "cuda":
-        chosen, why = "none", f"{device.type} device"
-    elif native_bf16(device):
-        chosen, why = "bf16", f"{torch.cuda.get_device_name(device)} has native bf16"
-    else:
-        chosen, why = "fp16", f"{torch.cuda.get_device_name(device)} has no native bf16; fp16 with a GradScaler"
-    logger.info("amp auto: %s (%s)", chosen, why)
+        return "none", f"{device.type} device"
+    if native_bf16(device):
+        return "bf16", f"{torch.cuda.get_device_name(device)} has native bf16"
+    return "fp16", f"{torch.cuda.get_device_name(device)} has no native bf16; fp16 with a GradScaler"
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """``choose_amp``'s mode; the choice of 'auto' is logged."""
+    chosen, why = choose_amp(amp, device)
+    if amp == "auto":
+        logger.info("amp auto: %s (%s)", chosen, why)
     return chosen
 
 
