@@ -38,17 +38,27 @@ def native_bf16(device: torch.device) -> bool:
     return torch.cuda.get_device_capability(device)[0] >= BF16_MIN_CAPABILITY
 
 
+def auto_amp(device_type: str, bf16: bool) -> str:
+    """The rule of amp 'auto': bf16 on GPUs with native bf16 (``bf16``), fp16 (with a GradScaler) on older GPUs and
+    none on CPU (method §7 trains in fp32; AMP is this project's speed option). Also the planner's, for GPUs that
+    need not be here."""
+    if device_type != "cuda":
+        return "none"
+    return "bf16" if bf16 else "fp16"
+
+
 def resolve_amp(amp: str, device: torch.device) -> str:
-    """'auto' is bf16 on GPUs with native bf16, fp16 (with a GradScaler) on older GPUs and none on CPU (method §7
-    trains in fp32; AMP is this project's speed option). The choice of 'auto' is logged."""
+    """``amp``, or for 'auto' the choice of ``auto_amp`` on ``device``, logged."""
     if amp != "auto":
         return amp
+    bf16 = native_bf16(device)
+    chosen = auto_amp(device.type, bf16)
     if device.type != "cuda":
-        chosen, why = "none", f"{device.type} device"
-    elif native_bf16(device):
-        chosen, why = "bf16", f"{torch.cuda.get_device_name(device)} has native bf16"
+        why = f"{device.type} device"
+    elif bf16:
+        why = f"{torch.cuda.get_device_name(device)} has native bf16"
     else:
-        chosen, why = "fp16", f"{torch.cuda.get_device_name(device)} has no native bf16; fp16 with a GradScaler"
+        why = f"{torch.cuda.get_device_name(device)} has no native bf16; fp16 with a GradScaler"
     logger.info("amp auto: %s (%s)", chosen, why)
     return chosen
 
