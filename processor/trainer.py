@@ -17,7 +17,7 @@ from model.build import MLM_OVERFLOW, unwrap
 from processor.amp import backward_step
 from processor.evaluator import evaluate, format_table
 from utils.checkpoint import save_checkpoint
-from utils.config import Config
+from utils.config import Config, ConfigError
 from utils.distributed import average_over_ranks
 from utils.errors import UserError
 from utils.io import atomic_write_text
@@ -45,6 +45,28 @@ class TrainState:
     best_epoch: int = 0                 # epoch of best.pth
     best_score: float = -1.0            # Rank-1 of cfg.select_on at best_epoch
     history: list[dict[str, Any]] = field(default_factory=list)   # the rows of metrics.jsonl
+
+
+def check_compile(mode: bool | str, device: torch.device) -> None:
+    """compile: reduce-overhead records CUDA graphs: a clear error elsewhere."""
+    if mode == "reduce-overhead" and device.type != "cuda":
+        raise ConfigError(f"compile = 'reduce-overhead' records CUDA graphs, but the device is {device.type}; use "
+                          f"compile: true (or false) there")
+
+
+def compile_training_model(model: nn.Module, cfg: Config, device: torch.device) -> nn.Module:
+    """``model`` (forward and losses) compiled as ``cfg.compile`` says: true: inductor; reduce-overhead: inductor
+    with CUDA graphs, which replay a step's kernels with one launch. With fixed_shapes the whole forward is one
+    graph (fullgraph=True: a graph break is an error, not a silent split) compiled once; without it, the first new
+    text length and the first smaller last batch recompile once each, after which torch.compile treats both as
+    dynamic."""
+    if not cfg.compile:
+        return model
+    check_compile(cfg.compile, device)
+    mode = "reduce-overhead" if cfg.compile == "reduce-overhead" else None
+    logger.info("compile: %s: the first step compiles the training model (forward and losses%s)", cfg.compile,
+                ", one graph: fixed_shapes" if cfg.fixed_shapes else "; each new shape recompiles: fixed_shapes off")
+    return torch.compile(model, mode=mode, fullgraph=cfg.fixed_shapes)
 
 
 def _step_values(outputs: dict[str, torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
