@@ -9,7 +9,7 @@ backward. Batches come from bench/bench_train.py (the dataset's own MLM masking,
 ViT-B/16 at 384x128, CUHK-PEDES caption lengths).
 
     python bench/bench_step_modes.py [--sizes demo vitb16] [--modes eager-dynamic eager-fixed compiled]
-        [--batch_size N] [--amp none|fp16|bf16] [--repeats 5] [--device auto|cpu|cuda] [--out FILE.md]
+        [--batch_size N] [--amp none|fp16|bf16] [--repeats 5] [--device auto|cpu|cuda] [--threads N] [--out FILE.md]
 """
 from __future__ import annotations
 
@@ -192,6 +192,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--amp", choices=["none", "fp16", "bf16"], default="none", help="autocast precision")
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per mode")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's); 1 resists a shared machine's"
+                        " load best (no thread waits for a descheduled sibling)")
     parser.add_argument("--out", type=Path, help="also write the markdown table to this file")
     args = parser.parse_args(argv)
     if args.repeats < 1:
@@ -201,6 +203,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> str:
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     load_before = os.getloadavg()[0]
     rows = [row for size in args.sizes for row in measure_size(size, args)]
