@@ -229,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     train_model = model
     if world_size > 1:
         train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    train_model = compile_training_model(train_model, cfg, device)
+    train_model = compile_training_model(train_model, cfg, device, world_size)
     writer = _tensorboard_writer(run_dir, cfg.tensorboard and rank == 0)
     try:
         fit(cfg, run_dir, train_model, data, optimizer, scheduler, scaler, device, amp, state, rank=rank, writer=writer)

@@ -54,19 +54,21 @@ def check_compile(mode: bool | str, device: torch.device) -> None:
                           f"compile: true (or false) there")
 
 
-def compile_training_model(model: nn.Module, cfg: Config, device: torch.device) -> nn.Module:
+def compile_training_model(model: nn.Module, cfg: Config, device: torch.device, world_size: int = 1) -> nn.Module:
     """``model`` (forward and losses) compiled as ``cfg.compile`` says: true: inductor; reduce-overhead: inductor
-    with CUDA graphs, which replay a step's kernels with one launch. With fixed_shapes the whole forward is one
-    graph (fullgraph=True: a graph break is an error, not a silent split) compiled once; without it, the first new
-    text length and the first smaller last batch recompile once each, after which torch.compile treats both as
-    dynamic."""
+    with CUDA graphs, which replay a step's kernels with one launch. With fixed_shapes in one process the whole
+    forward is one graph (fullgraph=True: a graph break is an error, not a silent split) compiled once; several
+    processes read every process's row count each step (model/shard.py), where dynamo splits the graph. Without
+    fixed_shapes, the first new text length and the first smaller last batch recompile once each, after which
+    torch.compile treats both as dynamic."""
     if not cfg.compile:
         return model
     check_compile(cfg.compile, device)
     mode = "reduce-overhead" if cfg.compile == "reduce-overhead" else None
+    whole = cfg.fixed_shapes and world_size == 1
     logger.info("compile: %s: the first step compiles the training model (forward and losses%s)", cfg.compile,
-                ", one graph: fixed_shapes" if cfg.fixed_shapes else "; each new shape recompiles: fixed_shapes off")
-    return torch.compile(model, mode=mode, fullgraph=cfg.fixed_shapes)
+                ", one graph" if whole else "; new shapes or the process gather split or recompile it")
+    return torch.compile(model, mode=mode, fullgraph=whole)
 
 
 def _step_values(outputs: dict[str, torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
