@@ -9,11 +9,12 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from datasets.mlm import mask_tokens
-from model.build import MLM_OVERFLOW, build_model, mlm_rows
+from model.build import MLM_OVERFLOW, build_model, mlm_rows, unwrap
 from processor.amp import backward_step, build_grad_scaler
-from processor.trainer import _step_values
+from processor.trainer import _step_values, compile_training_model
 from solver.build import build_optimizer
 from tests.test_model import NUM_CLASSES, _texts, tiny_batch, tiny_cfg
+from utils.config import ConfigError
 
 TEXT_LENGTH = 16  # captions of tiny_batch's lengths (up to 11 positions) leave padding
 BOOLEAN_INDEX_OPS = (torch.ops.aten.index.Tensor, torch.ops.aten.index_put.default, torch.ops.aten.index_put_.default,
@@ -193,3 +194,16 @@ def test_inductor_compiled_step_equals_eager():
     diff = torch.cat([(got_grads[n] - g).flatten() for n, g in expected_grads.items()])
     assert diff.norm() <= 1e-3 * flat.norm()
     torch._dynamo.reset()
+
+
+def test_compile_setting_wraps_the_model_as_configured():
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg(), NUM_CLASSES)
+    cpu = torch.device("cpu")
+    assert compile_training_model(model, tiny_cfg(compile=False), cpu) is model
+    compiled = compile_training_model(model, tiny_cfg(compile=True), cpu)
+    assert isinstance(compiled, torch._dynamo.eval_frame.OptimizedModule) and unwrap(compiled) is model
+    with pytest.raises(ConfigError, match="compile = 'reduce-overhead' records CUDA graphs, but the device is cpu"):
+        compile_training_model(model, tiny_cfg(compile="reduce-overhead"), cpu)
+    with pytest.raises(ConfigError, match="choose one of"):
+        tiny_cfg(compile="max-autotune")
