@@ -183,7 +183,7 @@ def test_expected_batch_max_matches_enumeration():
 @pytest.mark.slow
 def test_text_lengths_and_epoch_come_from_the_dataset_when_present(toy_root):
     report = plan_run.main(["--config_file", IRRA_SGIHA, *TINY_CLI, "--root_dir", str(toy_root), "--gpu",
-                            "H100-80GB", "--json"])
+                            "H100-80GB", "--fixed_shapes", "false", "--json"])  # the kept lengths of the dataset
     data = read_benchmark("CUHK-PEDES", toy_root, verify_images=False)
     tokenizer = get_tokenizer()
     longest = max(min(tokenizer.sequence_length(s.caption), 77) for s in data.train)
