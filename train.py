@@ -40,7 +40,7 @@ from model.build import build_model  # noqa: E402
 from model.pretrained import check_file, pretrained_record  # noqa: E402
 from processor.amp import build_grad_scaler  # noqa: E402
 from processor.plan import memory_warning  # noqa: E402
-from processor.trainer import TrainState, fit, last_epoch  # noqa: E402
+from processor.trainer import TrainState, check_compile, compile_training_model, fit, last_epoch  # noqa: E402
 from solver import build_lr_scheduler, build_optimizer  # noqa: E402
 from solver.build import continue_schedule, scheduled_lrs  # noqa: E402
 from utils.checkpoint import RESUME_KEYS, CheckpointError, UnsafeCheckpointError, load_checkpoint, previous_path  # noqa: E402
@@ -184,6 +184,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     per_process(cfg.batch_size, world_size, "batch_size")
     per_process(cfg.test_batch_size, world_size, "test_batch_size")
     device = resolve_device(cfg.device)
+    check_compile(cfg.compile, device)  # before any work
     world_size, rank, device = init_distributed(device)
     setup_logger(None, rank, buffer=True)
     logger.info("command: %s", " ".join(sys.argv))
@@ -209,10 +210,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     train_model = model
     if world_size > 1:
         train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile:
-        logger.info("compile: true: the first step compiles the model; the first new text length and the first "
-                    "smaller last batch recompile it once each, after which torch.compile treats both as dynamic")
-        train_model = torch.compile(train_model)
+    train_model = compile_training_model(train_model, cfg, device, world_size)
     writer = _tensorboard_writer(run_dir, cfg.tensorboard and rank == 0)
     try:
         fit(cfg, run_dir, train_model, data, optimizer, scheduler, scaler, device, amp, state, rank=rank, writer=writer)

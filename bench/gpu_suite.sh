@@ -5,7 +5,10 @@
 #      checkpointing, and bf16 with torch.compile: peak memory, s/step, FLOPs against a real step's count, the
 #      AMP step's losses against the fp32 step's;
 #   2. the four recipes at batch 64, fp16 (amp auto on CUDA);
-#   3. tools/plan_run.py's full plan of IRRA + SG-IHA (JSON), and feature extraction at fp16.
+#   3. tools/plan_run.py's full plan of IRRA + SG-IHA (JSON), and feature extraction at fp16;
+#   4. the training-step modes (bench/bench_step_modes.py): eager-dynamic, fixed-shape, compiled and reduce-overhead
+#      (CUDA graphs), bf16, for the demo's tiny CLIP and ViT-B/16 at batch 64: the measurement that decides
+#      fixed_shapes and compile for GPU runs.
 # Usage: bash bench/gpu_suite.sh [OUT_DIR]     (default docs/gpu; one markdown table per setting)
 # Planned for at most 10 minutes on one H100/H200 (not yet timed: no GPU was lent to this work).
 set -euo pipefail
@@ -31,3 +34,8 @@ echo "== plan_run irra_sgiha"
   > "${OUT}/plan_run_irra_sgiha.json"
 echo "== inference_fp16"
 "$PYTHON" "${REPO}/bench/bench_inference.py" --device cuda --batch_size 256 --amp fp16 --out "${OUT}/inference_fp16.md"
+echo "== step_modes_bf16"
+"$PYTHON" "${REPO}/bench/bench_step_modes.py" --device cuda --amp bf16 --sizes demo --repeats 10 \
+  --out "${OUT}/step_modes_demo_bf16.md"
+"$PYTHON" "${REPO}/bench/bench_step_modes.py" --device cuda --amp bf16 --sizes vitb16 --batch_size 64 --repeats 10 \
+  --out "${OUT}/step_modes_vitb16_b64_bf16.md"

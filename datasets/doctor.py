@@ -36,12 +36,11 @@ from datasets.phrases import check_backend
 from datasets.reader import split_counts, statistics_table
 from utils.config import load_config
 from utils.images import ImageError, load_image
-from utils.tokenizer import DEFAULT_CONTEXT_LENGTH, get_tokenizer
+from utils.tokenizer import DEFAULT_CONTEXT_LENGTH, SPECIAL_TOKENS, get_tokenizer
 
 ERROR, WARNING = "error", "warning"
 SHOWN_EXAMPLES = 5  # records quoted per finding (the count is always complete)
 MAX_WORKERS = 8  # default decoding threads: this many, or fewer when the machine has fewer cores
-SPECIAL_TOKENS = 2  # SOT and EOT around a caption's BPE tokens (method §4)
 CAPTION_SHOWN = 60  # characters of a long caption quoted in an example
 
 # Finding codes.

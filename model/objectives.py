@@ -68,11 +68,13 @@ def compute_id(image_logits: Tensor, text_logits: Tensor, pids: Tensor, shard: B
 
 
 @outside_autocast
-def compute_mlm(scores: Tensor, labels: Tensor, shard: BatchShard = LOCAL, global_count: int | None = None) -> Tensor:
+def compute_mlm(scores: Tensor, labels: Tensor, shard: BatchShard = LOCAL,
+                global_count: int | Tensor | None = None) -> Tensor:
     """Cross-entropy over the positions whose label is not 0 (method §5), averaged over the global batch's.
 
     ``scores`` [..., vocab] and ``labels`` [...]: either every position, or only the masked ones.
-    ``global_count``: the masked positions of all processes, when the caller has counted them already.
+    ``global_count``: the masked positions of all processes, when the caller has counted them already (a tensor
+    keeps the step free of host synchronisation).
     """
     labels = labels.reshape(-1)
     # ignore_index instead of selecting the labelled rows: the same sum without a copy of the [rows, vocab] scores
@@ -81,7 +83,7 @@ def compute_mlm(scores: Tensor, labels: Tensor, shard: BatchShard = LOCAL, globa
                              reduction="none")
     if global_count is None:
         global_count = shard.count(int((labels != 0).sum()), losses.device)
-    return losses.sum() * (shard.world_size / global_count)
+    return losses.sum() * shard.world_size / global_count
 
 
 @outside_autocast

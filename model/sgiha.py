@@ -78,10 +78,12 @@ class MaskedSelfAttention(nn.Module):
 class SGIHABlock(nn.Module):
     """One hidden-state level: filter -> cross-attention (+ previous level) -> self-attention -> MLP."""
 
-    def __init__(self, dim: int, embed_dim: int, text_width: int, vision_width: int, cfg):
+    def __init__(self, dim: int, text_width: int, vision_width: int, cfg):
+        """``dim``: the block's width, also the width of the global feature that guides its filter (method §6.3:
+        d = the joint embedding width)."""
         super().__init__()
         self.filter = None if cfg.filter == "none" else NoiseFilter(
-            embed_dim, vision_width, residual=cfg.filter == "res", eps=cfg.filter_ln_eps)
+            dim, vision_width, residual=cfg.filter == "res", eps=cfg.filter_ln_eps)
         self.cross = CrossAttention(dim, text_width, vision_width, cfg.heads, cfg.ln_eps)
         self.self_attn = MaskedSelfAttention(dim, cfg.heads, cfg.ln_eps)
         self.mlp = nn.Sequential(nn.LayerNorm(dim, eps=cfg.ln_eps), nn.Linear(dim, dim * cfg.mlp_ratio), nn.GELU(),
@@ -107,7 +109,7 @@ class SGIHAHead(nn.Module):
         dim = b.embed_dim  # method §6.3: d = 512, the joint embedding width
         self.layers = tuple(s.layers)
         self.grad_checkpoint = cfg.grad_checkpoint
-        self.blocks = nn.ModuleList(SGIHABlock(dim, b.embed_dim, b.text_width, b.vision_width, s)
+        self.blocks = nn.ModuleList(SGIHABlock(dim, b.text_width, b.vision_width, s)
                                     for _ in self.layers)
         self.blocks.apply(lambda m: init_block_module_(m, s.init_std))
         self.norm = nn.LayerNorm(dim, eps=s.ln_eps)

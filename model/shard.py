@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from utils.distributed import all_sizes, all_sum, gather_rows
+from utils.distributed import all_sizes, all_sum, all_sum_tensor, gather_rows
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,10 @@ class BatchShard:
     def count(self, local: int, device: torch.device) -> int:
         """``local`` summed over processes (e.g. masked MLM positions)."""
         return local if self.world_size == 1 else all_sum(local, device)
+
+    def total(self, local: Tensor) -> Tensor:
+        """``local`` (a count on the device) summed over processes, without a host synchronisation."""
+        return local if self.world_size == 1 else all_sum_tensor(local)
 
 
 LOCAL = BatchShard()

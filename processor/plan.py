@@ -4,8 +4,10 @@ The real model code runs one training step (forward under the config's autocast,
 fake tensors (``FakeTensorMode``: shapes, dtypes and strides, no data, nothing allocated), so ViT-B/16 at any
 batch plans in seconds on a CPU. FLOPs are torch's own count of that step (``FlopCounterMode``); memory is the
 bytes of every live tensor storage, followed op by op (a ``TorchDispatchMode``): the peak, and what was alive at
-the peak by kind. The model's data-dependent shapes are fixed ahead (``TextShapes``): the kept text lengths
-(``TrainingModel._kept_lengths``) and the number of MLM-masked positions (its boolean indexing).
+the peak by kind. With ``fixed_shapes`` the step's shapes are the padded ones (text_length, ``mlm_rows``); the
+plan also reports the FLOPs that padding adds over the kept-length step. Without it the model's data-dependent
+shapes are fixed ahead (``TextShapes``): the kept text lengths (``model.build.kept_lengths``, passed to the
+model's forward) and the number of MLM-masked positions (its boolean indexing).
 
 Steps meant for CUDA are planned on fake CPU tensors: without a GPU torch cannot run backward on fake CUDA
 tensors. The aten ops are the same; what differs is named in docs/benchmarks.md and measured by
@@ -20,7 +22,6 @@ import math
 import weakref
 from collections import Counter
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any, Iterator, Mapping, Sequence
 
 import torch
@@ -32,13 +33,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from datasets.bases import DatasetError, dataset_files, get_benchmark
 from datasets.reader import read_benchmark
-from model.build import TrainingModel, build_model
+from model.build import build_model, kept_lengths, mlm_rows
 from processor.gpus import GPU_SPECS, GpuSpec
 from processor.trainer import last_epoch
 from solver.build import build_optimizer
 from utils.config import Config
 from utils.errors import UserError
-from utils.tokenizer import get_tokenizer
+from utils.precision import auto_amp, autocast
+from utils.tokenizer import SPECIAL_TOKENS, get_tokenizer
 
 GIB = 2 ** 30
 TERA = 1e12
@@ -52,7 +54,6 @@ USABLE_MEMORY_FRACTION = 0.9
 ASSUMED_UTILISATION = 0.4
 ASSUMED_CAPTION_TOKENS = (40, 60)  # no dataset: BPE tokens per caption, inclusive (bench/bench_train.py's batches)
 ANSWER_PHRASE_TOKENS = 3  # tokens of the longest answer phrase (method §6.1 phrases: 2-3 tokens in the bench)
-SPECIAL_TOKENS = 2  # SOT and EOT around a caption's BPE tokens (method §4)
 BOOLEAN_INDEX_OPS = (torch.ops.aten.index.Tensor, torch.ops.aten.index_put.default,
                      torch.ops.aten.index_put_.default, torch.ops.aten._index_put_impl_.default)
 KINDS = ("weights", "gradients", "optimizer_state", "batch", "activations", "temporaries")
@@ -134,8 +135,24 @@ def caption_lengths(cfg: Config) -> tuple[list[int], str, int | None, int | None
     return lengths, f"{cfg.dataset_name} training captions ({len(lengths)})", len(lengths), data.num_classes
 
 
+def padded_shapes(cfg: Config, batch_size: int, source: str) -> TextShapes:
+    """The shapes of every fixed_shapes step: texts at text_length, ``mlm_rows`` MLM rows."""
+    return TextShapes(cfg.text_length, cfg.text_length,
+                      mlm_rows(batch_size, cfg.text_length, cfg.mlm.fixed_sigmas, cfg.mlm.prob),
+                      f"fixed_shapes: text_length and the fixed MLM rows ({source})")
+
+
 def text_shapes(cfg: Config, lengths: Sequence[int], source: str) -> TextShapes:
-    """Shapes of a typical batch: the expected longest caption of ``batch_size`` draws, rounded up."""
+    """Shapes of a typical batch: with fixed_shapes the padded ones; else the expected longest caption of
+    ``batch_size`` draws, rounded up (``kept_text_shapes``)."""
+    if cfg.fixed_shapes:
+        return padded_shapes(cfg, cfg.batch_size, source)
+    return kept_text_shapes(cfg, lengths, source)
+
+
+def kept_text_shapes(cfg: Config, lengths: Sequence[int], source: str) -> TextShapes:
+    """Shapes of a typical batch of the kept-length step: the expected longest caption of ``batch_size`` draws,
+    rounded up, and the expected MLM-masked positions."""
     caption = min(cfg.text_length, math.ceil(expected_batch_max(lengths, cfg.batch_size)))
     answer = SPECIAL_TOKENS + cfg.sgiha.answer_prefix_masks + ANSWER_PHRASE_TOKENS
     mean_tokens = sum(lengths) / len(lengths) - SPECIAL_TOKENS
@@ -243,19 +260,14 @@ def _fake_batch(cfg: Config, batch_size: int, num_classes: int) -> dict[str, Ten
             "image_ids": torch.arange(batch_size)}
 
 
-def _autocast(amp: str):
-    """The step's autocast on (fake) CPU tensors; fp16 / bf16 as configured."""
-    dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16}
-    return torch.autocast("cpu", dtype=dtypes.get(amp, torch.float32), enabled=amp in dtypes)
-
-
 def _step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Mapping[str, Tensor], amp: str,
-          tracker: _LiveStorages | None = None) -> set[int]:
-    """One training step as processor/trainer.py runs it; the tracker serials of the gradients it made."""
+          lengths: Mapping[str, int], tracker: _LiveStorages | None = None) -> set[int]:
+    """One training step as processor/trainer.py runs it (on fake CPU tensors, under the runtime's autocast),
+    with the kept text ``lengths`` fixed ahead; the tracker serials of the gradients it made."""
     if tracker is not None:
         tracker.kind = "activations"
-    with _autocast(amp):
-        outputs = model(batch)
+    with autocast(torch.device("cpu"), amp):
+        outputs = model(batch, lengths)
     loss = sum(v for k, v in outputs.items() if k.endswith("_loss"))
     del outputs
     if tracker is not None:
@@ -286,8 +298,6 @@ def plan_step(cfg: Config, num_classes: int, shapes: TextShapes, amp: str, batch
     size = cfg.batch_size
     with torch.device("meta"):  # shapes only: no initialisation, no weights file
         model = build_model(cfg, num_classes)
-    lengths = shapes.kept_lengths()
-    model._kept_lengths = lambda batch: lengths  # the batch's trimmed text lengths, fixed ahead
     fake = FakeTensorMode(allow_non_fake_inputs=True)  # the meta-device model's tensors become fake CPU tensors
     with fake, _FixedBooleanIndex(shapes.mlm_masked):
         model = model.to_empty(device="cpu").train()
@@ -310,7 +320,7 @@ def plan_step(cfg: Config, num_classes: int, shapes: TextShapes, amp: str, batch
         for value in batch.values():
             tracker.add(value, "batch")
         with tracker, FlopCounterMode(display=False) as counter, _no_cycle_collection():
-            grads = _step(model, optimizer, batch, amp, tracker)
+            grads = _step(model, optimizer, batch, amp, shapes.kept_lengths(), tracker)
     breakdown = dict.fromkeys(KINDS, 0)
     for serial, (nbytes, kind) in tracker.alive_at_peak().items():
         breakdown["gradients" if serial in grads else kind] += nbytes
@@ -343,9 +353,13 @@ def peak_tflops(spec: GpuSpec, amp: str) -> float | None:
     return {"none": spec.fp32_tflops, "fp16": spec.fp16_tflops, "bf16": spec.bf16_tflops}[amp]
 
 
-def _resolve_amp(amp: str, device_type: str) -> str:
-    """processor.amp.resolve_amp for a device that need not exist here."""
-    return ("fp16" if device_type == "cuda" else "none") if amp == "auto" else amp
+def planned_amp(amp: str, device_type: str, gpus: Sequence[str] = ()) -> str:
+    """``amp``, or for 'auto' the runtime's choice (utils.precision.auto_amp) for GPUs that need not be here:
+    bf16 when every GPU in ``gpus`` has native bf16 (compute capability >= 8; a bf16 rate in GPU_SPECS), fp16 when
+    one has not (V100)."""
+    if amp != "auto":
+        return amp
+    return auto_amp(device_type, all(GPU_SPECS[name].bf16_tflops is not None for name in gpus))
 
 
 def gpu_rows(cfg: Config, num_classes: int, lengths: Sequence[int], source: str, flops_per_epoch: float,
@@ -386,21 +400,24 @@ def plan_run(cfg: Config, device_type: str, gpus: Sequence[str]) -> dict[str, An
     if captions is None:
         captions, num_classes = published_train_counts(cfg)
         source += f"; {captions} training captions and {num_classes} identities as published (method §2)"
-    amp = _resolve_amp(cfg.amp, device_type)
+    amp = planned_amp(cfg.amp, device_type, gpus)
     shapes = text_shapes(cfg, lengths, source)
     step = plan_step(cfg, num_classes, shapes, amp)
+    kept = step if not cfg.fixed_shapes else plan_step(_with(cfg, fixed_shapes=False), num_classes,
+                                                       kept_text_shapes(cfg, lengths, source), amp)
     steps_per_epoch = captions // cfg.batch_size if cfg.drop_last else math.ceil(captions / cfg.batch_size)
     report: dict[str, Any] = {
         "device": device_type, "amp": amp, "batch_size": cfg.batch_size, "grad_checkpoint": cfg.grad_checkpoint,
         "losses": list(cfg.losses), "num_classes": num_classes, "train_captions": captions,
         "text_shapes": {"caption_length": shapes.caption_length, "answer_length": shapes.answer_length,
                         "mlm_masked": shapes.mlm_masked, "source": shapes.source},
-        "flops_per_step": step.flops, "steps_per_epoch": steps_per_epoch,
+        "flops_per_step": step.flops, "padding_flops_per_step": step.flops - kept.flops,
+        "steps_per_epoch": steps_per_epoch,
         "flops_per_epoch": step.flops * steps_per_epoch, "epochs": last_epoch(cfg),
         "peak_memory_bytes": step.peak_bytes, "breakdown": step.breakdown, "peak_phase": step.peak_phase,
         "zero_at_peak": zero_at_peak(step.breakdown, step.peak_phase),
     }
-    cuda_amp = _resolve_amp(cfg.amp, "cuda")
+    cuda_amp = planned_amp(cfg.amp, "cuda", gpus)
     cuda_plan = step if cuda_amp == amp else plan_step(cfg, num_classes, shapes, cuda_amp)
     report["gpu_amp"] = cuda_amp
     report["gpus"] = gpu_rows(cfg, num_classes, lengths, source, step.flops * steps_per_epoch, gpus, cuda_plan,
@@ -411,6 +428,8 @@ def plan_run(cfg: Config, device_type: str, gpus: Sequence[str]) -> dict[str, An
 def worst_case_shapes(cfg: Config, batch_size: int) -> TextShapes:
     """Every caption at text_length: the most a batch can hold (no dataset statistics needed)."""
     tokens = cfg.text_length - SPECIAL_TOKENS
+    if cfg.fixed_shapes:
+        return padded_shapes(cfg, batch_size, f"worst case: captions of {tokens} tokens")
     return TextShapes(cfg.text_length, SPECIAL_TOKENS + cfg.sgiha.answer_prefix_masks + ANSWER_PHRASE_TOKENS,
                       max(1, round(cfg.mlm.prob * tokens * batch_size)), f"worst case: captions of {tokens} tokens")
 
@@ -438,8 +457,11 @@ def memory_warning(cfg: Config, num_classes: int, amp: str, world_size: int, fre
 
 
 def batch_shapes(cfg: Config, batch: Mapping[str, Tensor]) -> TextShapes:
-    """The shapes a real batch gives the model: its kept text lengths and MLM-masked positions."""
-    kept = TrainingModel._kept_lengths(SimpleNamespace(losses=cfg.losses), batch)
+    """The shapes a real batch gives the model: its kept text lengths and MLM-masked positions (with
+    fixed_shapes: the padded shapes of every batch)."""
+    if cfg.fixed_shapes:
+        return padded_shapes(cfg, batch["caption_ids"].shape[0], "a real batch")
+    kept = kept_lengths(batch, cfg.losses)
     caption = max(kept["caption_ids"], kept.get("question_ids", 0))
     answer = kept.get("answer_ids", caption)
     masked = int((batch["mlm_labels"] != 0).sum()) if "mlm_labels" in batch else 0

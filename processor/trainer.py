@@ -13,11 +13,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from model.build import unwrap
+from model.build import MLM_OVERFLOW, unwrap
 from processor.amp import backward_step
 from processor.evaluator import evaluate, format_table
 from utils.checkpoint import save_checkpoint
-from utils.config import Config
+from utils.config import Config, ConfigError
 from utils.distributed import average_over_ranks
 from utils.errors import UserError
 from utils.io import atomic_write_text
@@ -34,6 +34,10 @@ class NonFiniteLossError(UserError, RuntimeError):
     """A loss became inf or nan: training stops instead of silently continuing on garbage."""
 
 
+class MLMOverflowError(UserError, RuntimeError):
+    """fixed_shapes: a batch had more MLM-masked positions than the MLM head's fixed rows (mlm.fixed_sigmas)."""
+
+
 @dataclass
 class TrainState:
     """What a resumed run needs besides the model, optimizer and grad-scaler states."""
@@ -43,43 +47,86 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)   # the rows of metrics.jsonl
 
 
-def _step_stats(outputs: dict[str, torch.Tensor], loss: torch.Tensor) -> dict[str, float]:
-    """The step's loss, weighted losses and accuracies, averaged over processes (one transfer, one collective).
+def check_compile(mode: bool | str, device: torch.device) -> None:
+    """compile: reduce-overhead records CUDA graphs: a clear error elsewhere."""
+    if mode == "reduce-overhead" and device.type != "cuda":
+        raise ConfigError(f"compile = 'reduce-overhead' records CUDA graphs, but the device is {device.type}; use "
+                          f"compile: true (or false) there")
 
-    Each process's values are its share of the global batch's (model/shard.py), so their average is the
-    single-process value of the global batch.
-    """
-    keys = [TOTAL_LOSS, *outputs]
-    values = average_over_ranks(torch.stack([loss.detach().float(), *(v.detach().float() for v in outputs.values())]))
-    return dict(zip(keys, values.tolist()))
+
+def compile_training_model(model: nn.Module, cfg: Config, device: torch.device, world_size: int = 1) -> nn.Module:
+    """``model`` (forward and losses) compiled as ``cfg.compile`` says: true: inductor; reduce-overhead: inductor
+    with CUDA graphs, which replay a step's kernels with one launch. With fixed_shapes in one process the whole
+    forward is one graph (fullgraph=True: a graph break is an error, not a silent split) compiled once; several
+    processes read every process's row count each step (model/shard.py), where dynamo splits the graph. Without
+    fixed_shapes, the first new text length and the first smaller last batch recompile once each, after which
+    torch.compile treats both as dynamic."""
+    if not cfg.compile:
+        return model
+    check_compile(cfg.compile, device)
+    mode = "reduce-overhead" if cfg.compile == "reduce-overhead" else None
+    whole = cfg.fixed_shapes and world_size == 1
+    logger.info("compile: %s: the first step compiles the training model (forward and losses%s)", cfg.compile,
+                ", one graph" if whole else "; new shapes or the process gather split or recompile it")
+    return torch.compile(model, mode=mode, fullgraph=whole)
+
+
+def _step_values(outputs: dict[str, torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
+    """The step's loss, weighted losses and accuracies as one device vector (``[TOTAL_LOSS, *outputs]``)."""
+    return torch.stack([loss.detach().float(), *(v.detach().float() for v in outputs.values())])
+
+
+def _check_finite(stats: dict[str, float], epoch: int, steps: str) -> None:
+    """Stop on an inf or nan loss (``stats``: sums or means over ``steps``, a step or a range of them)."""
+    if not math.isfinite(stats[TOTAL_LOSS]):
+        parts = {k: v for k, v in stats.items() if k.endswith("_loss")}
+        raise NonFiniteLossError(f"non-finite loss at epoch {epoch}, {steps}: {parts}; lower lr, or use amp "
+                                 f"bf16 / none instead of fp16, and resume from the last checkpoint")
 
 
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                     device: torch.device, autocast_ctx: Callable[[], ContextManager], epoch: int,
-                    log_period: int, show_progress: bool = True) -> dict[str, float]:
+                    log_period: int, show_progress: bool = True, sync_every_step: bool = True) -> dict[str, float]:
     """Train for one pass over ``loader``; returns the epoch means of every loss and accuracy.
 
-    A non-finite loss on any process stops every process at the same step (the check reads averaged values).
+    Each process's values are its share of the global batch's (model/shard.py), so their average over processes
+    (one collective) is the single-process value of the global batch. A non-finite loss on any process stops
+    every process at the same point. ``sync_every_step``: read the values every step, and stop at the step of a
+    non-finite loss; false (fixed_shapes): keep their sums on the device and read them once per ``log_period``
+    and at the epoch's end, so the host never waits for the device inside a step; a non-finite loss (or an MLM
+    overflow) then stops training at the end of its log period, naming the steps it lies between; no checkpoint
+    is written in between.
     """
     model.train()
     sums: dict[str, float] = {}
-    steps = 0
+    device_sums: torch.Tensor | None = None  # sums of the steps since the last read, on the device
+    steps = synced = 0
     bar = tqdm(loader, desc=f"epoch {epoch}", dynamic_ncols=True, leave=False, disable=not show_progress)
     for step, batch in enumerate(bar, start=1):
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast_ctx():
             outputs = model(batch)
+        overflow = outputs.pop(MLM_OVERFLOW, None)
         loss = sum(v for k, v in outputs.items() if k.endswith("_loss"))
-        stats = _step_stats(outputs, loss)
-        if not math.isfinite(stats[TOTAL_LOSS]):
-            parts = {k: v for k, v in stats.items() if k.endswith("_loss")}
-            raise NonFiniteLossError(f"non-finite loss at epoch {epoch}, step {step}: {parts}; lower lr, or use amp "
-                                     f"bf16 / none instead of fp16, and resume from the last checkpoint")
-        backward_step(loss, optimizer, scaler)
+        keys = [TOTAL_LOSS, *outputs, *([MLM_OVERFLOW] if overflow is not None else [])]
+        values = _step_values(outputs if overflow is None else {**outputs, MLM_OVERFLOW: overflow}, loss)
+        device_sums = values if device_sums is None else device_sums + values
         steps += 1
-        for key, value in stats.items():
-            sums[key] = sums.get(key, 0.0) + value
-        bar.set_postfix({k.replace("_loss", ""): f"{v / steps:.3f}" for k, v in sums.items() if k.endswith("loss")})
+        if sync_every_step or step % log_period == 0 or step == len(loader):
+            period = dict(zip(keys, average_over_ranks(device_sums).tolist()))
+            device_sums = None
+            where = f"step {step}" if steps - synced == 1 else f"between steps {synced + 1} and {step}"
+            _check_finite(period, epoch, where)
+            if period.pop(MLM_OVERFLOW, 0.0) > 0:
+                raise MLMOverflowError(f"epoch {epoch}, {where}: a batch had more MLM-masked positions than the "
+                                       f"fixed-shape MLM head takes; raise mlm.fixed_sigmas (or set fixed_shapes: "
+                                       f"false) and resume from the last checkpoint")
+            for key, value in period.items():
+                sums[key] = sums.get(key, 0.0) + value
+            synced = steps
+            bar.set_postfix({k.replace("_loss", ""): f"{v / steps:.3f}" for k, v in sums.items()
+                             if k.endswith("loss")})
+        backward_step(loss, optimizer, scaler)
         if step % log_period == 0:
             logger.info("epoch %d step %d/%d %s", epoch, step, len(loader),
                         " ".join(f"{k}={v / steps:.4f}" for k, v in sorted(sums.items())))
@@ -173,7 +220,7 @@ def fit(cfg: Config, run_dir: Path, model: nn.Module, data, optimizer: torch.opt
         lr = optimizer.param_groups[0]["lr"]
         start = time.time()
         stats = train_one_epoch(model, data.train_loader, optimizer, scaler, device, lambda: autocast(device, amp),
-                                epoch, cfg.log_period, show_progress=is_main)
+                                epoch, cfg.log_period, show_progress=is_main, sync_every_step=not cfg.fixed_shapes)
         scheduler.step()
         logger.info("epoch %d done in %.1fs, lr %.3g: %s", epoch, time.time() - start, lr,
                     " ".join(f"{k}={v:.4f}" for k, v in sorted(stats.items())))

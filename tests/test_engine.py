@@ -12,8 +12,8 @@ from torch import nn
 
 import train as train_script
 from datasets.bases import DatasetError
-from model.build import build_retrieval_model
-from processor.trainer import NonFiniteLossError, train_one_epoch
+from model.build import MLM_OVERFLOW, build_retrieval_model
+from processor.trainer import MLMOverflowError, NonFiniteLossError, train_one_epoch
 from tests.tiny_run import DEMO, load_test_script, tiny_args
 from utils.checkpoint import load_checkpoint
 from utils.config import CONFIG_DIR, ConfigError
@@ -131,6 +131,50 @@ class _NanAfter(nn.Module):
         self.calls += 1
         value = self.weight.sum() * (float("nan") if self.calls >= self.bad_step else 1.0)
         return {"sdm_loss": value}
+
+
+class _OverflowAt(nn.Module):
+    """A finite loss; the fixed-shape MLM overflow flag raised at one step."""
+
+    def __init__(self, bad_step: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(1))
+        self.calls = 0
+        self.bad_step = bad_step
+
+    def forward(self, batch):
+        self.calls += 1
+        return {"sdm_loss": self.weight.sum(), MLM_OVERFLOW: torch.tensor(float(self.calls == self.bad_step))}
+
+
+def _epoch(model, steps: int, log_period: int, sync_every_step: bool):
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    return train_one_epoch(model, [{"x": torch.zeros(1)}] * steps, optimizer, scaler, torch.device("cpu"),
+                           lambda: autocast(torch.device("cpu"), "none"), epoch=7, log_period=log_period,
+                           show_progress=False, sync_every_step=sync_every_step)
+
+
+def test_without_per_step_sync_a_non_finite_loss_stops_at_the_end_of_its_log_period():
+    """fixed_shapes: values are read once per log period, so the nan of step 3 is found at step 4 and named by
+    the steps it lies between (the run stops before any checkpoint)."""
+    model = _NanAfter(bad_step=3)
+    with pytest.raises(NonFiniteLossError, match="epoch 7, between steps 1 and 4"):
+        _epoch(model, steps=10, log_period=4, sync_every_step=False)
+    assert model.calls == 4
+
+
+def test_without_per_step_sync_the_epoch_means_are_the_per_step_ones():
+    model = _NanAfter(bad_step=100)
+    deferred = _epoch(model, steps=7, log_period=3, sync_every_step=False)  # periods of 3, 3 and 1 steps
+    model = _NanAfter(bad_step=100)
+    assert deferred == pytest.approx(_epoch(model, steps=7, log_period=3, sync_every_step=True))
+
+
+def test_an_mlm_overflow_stops_training_with_its_steps():
+    with pytest.raises(MLMOverflowError, match="epoch 7, between steps 5 and 8: .*mlm.fixed_sigmas"):
+        _epoch(_OverflowAt(bad_step=6), steps=10, log_period=4, sync_every_step=False)
+    assert "mlm_overflow" not in _epoch(_OverflowAt(bad_step=100), steps=3, log_period=4, sync_every_step=False)
 
 
 def test_non_finite_loss_is_reported_with_its_step():

@@ -14,7 +14,7 @@ from bench.bench_train import TINY_NUM_CLASSES, bench_config, build_and_step, sy
 from bench.memory import cpu_allocation_peak
 from datasets.bases import DatasetError, dataset_files
 from datasets.reader import read_benchmark
-from model.build import build_model
+from model.build import build_model, mlm_rows
 from processor import plan
 from tests.cli_checks import REPO, assert_one_error_line
 from tools import plan_run
@@ -41,9 +41,10 @@ def batches(cfg, count: int) -> list[dict[str, torch.Tensor]]:
     return [synthetic_batch(cfg, TINY_NUM_CLASSES, generator) for _ in range(count)]
 
 
-@pytest.mark.parametrize("recipe", ["irra_sgiha", "clip_finetune"])
-def test_flops_equal_torchs_count_of_a_real_step(recipe):
+@pytest.mark.parametrize(("recipe", "fixed"), [("irra_sgiha", True), ("irra_sgiha", False), ("clip_finetune", True)])
+def test_flops_equal_torchs_count_of_a_real_step(recipe, fixed):
     cfg = tiny_cfg(recipe)
+    cfg.fixed_shapes = fixed
     (batch,) = batches(cfg, 1)
     torch.manual_seed(0)
     model = build_model(cfg, TINY_NUM_CLASSES).train()
@@ -53,6 +54,18 @@ def test_flops_equal_torchs_count_of_a_real_step(recipe):
         train_step(model, batch, optimizer, scaler, torch.device("cpu"), "none")
     planned = plan.plan_step(cfg, TINY_NUM_CLASSES, plan.batch_shapes(cfg, batch), "none")
     assert planned.flops == counter.get_total_flops() > 0
+
+
+def test_fixed_shapes_plan_the_padded_step_and_report_what_padding_adds():
+    cfg = tiny_cfg()  # text_length 77: longer than the assumed captions (at most 62 positions): text padding
+    report = plan.plan_run(cfg, "cpu", [])
+    shapes = report["text_shapes"]
+    assert shapes["caption_length"] == shapes["answer_length"] == cfg.text_length == 77
+    assert shapes["mlm_masked"] == mlm_rows(4, 77, cfg.mlm.fixed_sigmas, cfg.mlm.prob)
+    cfg.fixed_shapes = False
+    kept = plan.plan_run(cfg, "cpu", [])
+    assert kept["text_shapes"]["caption_length"] < 77 and kept["padding_flops_per_step"] == 0
+    assert report["padding_flops_per_step"] == report["flops_per_step"] - kept["flops_per_step"] > 0
 
 
 def test_planned_peak_is_within_tolerance_of_a_measured_cpu_step():
@@ -179,7 +192,7 @@ def test_expected_batch_max_matches_enumeration():
 @pytest.mark.slow
 def test_text_lengths_and_epoch_come_from_the_dataset_when_present(toy_root):
     report = plan_run.main(["--config_file", IRRA_SGIHA, *TINY_CLI, "--root_dir", str(toy_root), "--gpu",
-                            "H100-80GB", "--json"])
+                            "H100-80GB", "--fixed_shapes", "false", "--json"])  # the kept lengths of the dataset
     data = read_benchmark("CUHK-PEDES", toy_root, verify_images=False)
     tokenizer = get_tokenizer()
     longest = max(min(tokenizer.sequence_length(s.caption), 77) for s in data.train)

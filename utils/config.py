@@ -37,6 +37,7 @@ CHOICES: dict[str, tuple] = {
     "optimizer": ("Adam", "AdamW", "SGD"),
     "lrscheduler": ("cosine", "step"),
     "select_on": ("val", "test"),
+    "compile": (False, True, "reduce-overhead"),
 }
 SPLITS = ("train", "val", "test")
 logger = logging.getLogger(__name__)
@@ -157,8 +158,10 @@ def _closest_key(key: str, defaults: dict) -> str:
 
 def _check_type(key: str, value: Any, default: Any, source: str) -> Any:
     """Coerce ``value`` to the type of the declared default, or raise. A null default allows null or a string."""
-    if key in CHOICES and value not in CHOICES[key]:
-        raise ConfigError(f"{source}: {key} = {value!r} is not valid; choose one of {list(CHOICES[key])}")
+    if key in CHOICES:
+        if not any(value is choice or (isinstance(choice, str) and value == choice) for choice in CHOICES[key]):
+            raise ConfigError(f"{source}: {key} = {value!r} is not valid; choose one of {list(CHOICES[key])}")
+        return value
     if value is None:
         if key not in NULLABLE:
             raise ConfigError(f"{source}: {key} = null is not allowed; give a value like {default!r}")

@@ -60,6 +60,13 @@ def all_sum(value: int, device: torch.device) -> int:
     return int(total)
 
 
+def all_sum_tensor(value: torch.Tensor) -> torch.Tensor:
+    """The sum of a tensor over all ranks, left on the device (no host synchronisation)."""
+    total = value.clone()
+    dist.all_reduce(total)
+    return total
+
+
 def gather_rows(x: torch.Tensor, sizes: list[int]) -> torch.Tensor:
     """All ranks' rows of ``x`` ([sizes[rank], ...] here) concatenated in rank order.
 

@@ -38,17 +38,26 @@ def native_bf16(device: torch.device) -> bool:
     return torch.cuda.get_device_capability(device)[0] >= BF16_MIN_CAPABILITY
 
 
+def auto_amp(device_type: str, bf16: bool) -> str:
+    """The rule of amp 'auto': bf16 on GPUs with native bf16 (``bf16``), fp16 (with a GradScaler) on older GPUs and
+    none on CPU (method §7 trains in fp32; AMP is this project's speed option). Also the planner's, for GPUs that
+    need not be here."""
+    if device_type != "cuda":
+        return "none"
+    return "bf16" if bf16 else "fp16"
+
+
 def choose_amp(amp: str, device: torch.device) -> tuple[str, str]:
-    """The autocast mode ``amp`` resolves to on ``device``, and why: 'auto' is bf16 on GPUs with native bf16, fp16
-    (with a GradScaler) on older GPUs and none on CPU (method §7 trains in fp32; AMP is this project's speed
-    option); any other value is the config's choice."""
+    """The autocast mode ``amp`` resolves to on ``device`` (``auto_amp``'s rule for 'auto'), and why."""
     if amp != "auto":
         return amp, f"amp: {amp} in the config"
+    bf16 = native_bf16(device)
+    chosen = auto_amp(device.type, bf16)
     if device.type != "cuda":
-        return "none", f"{device.type} device"
-    if native_bf16(device):
-        return "bf16", f"{torch.cuda.get_device_name(device)} has native bf16"
-    return "fp16", f"{torch.cuda.get_device_name(device)} has no native bf16; fp16 with a GradScaler"
+        return chosen, f"{device.type} device"
+    if bf16:
+        return chosen, f"{torch.cuda.get_device_name(device)} has native bf16"
+    return chosen, f"{torch.cuda.get_device_name(device)} has no native bf16; fp16 with a GradScaler"
 
 
 def resolve_amp(amp: str, device: torch.device) -> str:

@@ -16,6 +16,7 @@ logger = logging.getLogger(__name__)
 
 MASK_TOKEN = "<|mask|>"
 DEFAULT_CONTEXT_LENGTH = 77  # CLIP's text context (method §4; open_clip.tokenizer.DEFAULT_CONTEXT_LENGTH)
+SPECIAL_TOKENS = 2  # SOT and EOT around a caption's BPE tokens (method §4)
 QUERY_PREVIEW_CHARS = 60  # how much of a truncated query its warning quotes
 
 
