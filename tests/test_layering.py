@@ -19,6 +19,7 @@ LAYERS = (
     ("datasets", "model", "solver"),
     ("inference", "processor"),
     ("tools", "train", "test"),
+    ("demo",),  # the demo entry runs train.py, test.py and the grounding tool
     ("bench",),
     ("tests",),
 )
