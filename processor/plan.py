@@ -403,15 +403,18 @@ def plan_run(cfg: Config, device_type: str, gpus: Sequence[str]) -> dict[str, An
     amp = planned_amp(cfg.amp, device_type, gpus)
     shapes = text_shapes(cfg, lengths, source)
     step = plan_step(cfg, num_classes, shapes, amp)
-    kept = step if not cfg.fixed_shapes else plan_step(_with(cfg, fixed_shapes=False), num_classes,
-                                                       kept_text_shapes(cfg, lengths, source), amp)
+    # The other step mode, for what padding costs (or would cost) over the kept lengths.
+    other_cfg = _with(cfg, fixed_shapes=not cfg.fixed_shapes)
+    other = plan_step(other_cfg, num_classes, text_shapes(other_cfg, lengths, source), amp)
+    fixed, kept = (step, other) if cfg.fixed_shapes else (other, step)
     steps_per_epoch = captions // cfg.batch_size if cfg.drop_last else math.ceil(captions / cfg.batch_size)
     report: dict[str, Any] = {
         "device": device_type, "amp": amp, "batch_size": cfg.batch_size, "grad_checkpoint": cfg.grad_checkpoint,
         "losses": list(cfg.losses), "num_classes": num_classes, "train_captions": captions,
         "text_shapes": {"caption_length": shapes.caption_length, "answer_length": shapes.answer_length,
                         "mlm_masked": shapes.mlm_masked, "source": shapes.source},
-        "flops_per_step": step.flops, "padding_flops_per_step": step.flops - kept.flops,
+        "flops_per_step": step.flops, "fixed_shapes": cfg.fixed_shapes,
+        "padding_flops_per_step": fixed.flops - kept.flops,
         "steps_per_epoch": steps_per_epoch,
         "flops_per_epoch": step.flops * steps_per_epoch, "epochs": last_epoch(cfg),
         "peak_memory_bytes": step.peak_bytes, "breakdown": step.breakdown, "peak_phase": step.peak_phase,

@@ -75,7 +75,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         f"{shapes['mlm_masked']} MLM-masked positions per batch ({shapes['source']})",
         f"FLOPs: {report['flops_per_step'] / 1e12:.2f} TFLOP per step, {report['steps_per_epoch']} steps and "
         f"{report['flops_per_epoch'] / 1e15:.2f} PFLOP per epoch ({report['train_captions']} captions); "
-        f"padding (fixed_shapes) adds {report['padding_flops_per_step'] / 1e12:.2f} TFLOP per step",
+        f"padding to fixed shapes {'adds' if report['fixed_shapes'] else 'would add (fixed_shapes true)'} "
+        f"{report['padding_flops_per_step'] / 1e12:.2f} TFLOP per step",
         f"peak memory: {report['peak_memory_bytes'] / GIB:.2f} GiB = "
         + " + ".join(f"{kind} {report['breakdown'][kind] / GIB:.2f}" for kind in KINDS),
         f"the peak falls in the {report['peak_phase']}" + ("; none at the peak:" if report["zero_at_peak"] else ""),
