@@ -30,11 +30,12 @@ from utils.config import CONFIG_DIR
 
 pytestmark = pytest.mark.slow  # processes started per test (see pytest.ini)
 
-# float32 summation order aside, the weights of N processes and of one are the same. That noise grows with the
-# steps and with the batch's draw: measured at most 1.0e-5 (identity sampler, step 16) and 6.6e-6 (random) for the
-# position-keyed draws, while the batches themselves are bit-identical (tests/test_datasets_loaders.py) and the
-# gathered losses give the single-process gradients to 1e-12 in float64 (test above).
-REL_TOL = 5e-5
+# float32 summation order aside, the weights of N processes and of one are the same: the batches are bit-identical
+# (tests/test_datasets_loaders.py) and the gathered losses give the single-process gradients to 1e-12 in float64
+# (test above). Measured on the test below (issue 32, torch 2.14.1 CPU): 2.5e-8 after step 1 growing evenly to
+# 6.1e-8 at step 16 (identity sampler) and 3.6e-8 at step 8 (random), largest in the SG-IHA blocks' weights; no
+# step amplifies it. The 1.0e-5 measured earlier no longer occurs.
+REL_TOL = 1e-5
 LOGGED_REL_TOL = 1e-4  # logged epoch means: a loss amplifies the weights' noise (AQA 3.6e-5 measured)
 # method §7's Adam epsilon. The demo's 1e-8 turns float32 noise into whole steps for the parameters whose true
 # gradient is zero (attention key biases: softmax ignores them), as it does between any two summation orders.
