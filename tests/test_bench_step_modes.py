@@ -1,25 +1,14 @@
 """bench/bench_step_modes.py on the demo size, eager modes only: it runs, counts ops and writes its table."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_step_modes.py"
-
-
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_step_modes", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from bench import bench_step_modes
 
 
 @pytest.mark.slow
-def test_eager_modes_write_a_table(bench, tmp_path):
+def test_eager_modes_write_a_table(tmp_path):
     out = tmp_path / "modes.md"
-    table = bench.main(["--sizes", "demo", "--modes", "eager-dynamic", "eager-fixed", "--repeats", "1",
-                        "--device", "cpu", "--batch_size", "4", "--out", str(out)])
+    table = bench_step_modes.main(["--sizes", "demo", "--modes", "eager-dynamic", "eager-fixed", "--repeats", "1",
+                                   "--device", "cpu", "--batch_size", "4", "--out", str(out)])
     assert out.read_text(encoding="utf-8") == table
     rows = [[c.strip() for c in line.split("|")[1:-1]] for line in table.splitlines()
             if line.startswith("| demo")]
@@ -30,10 +19,10 @@ def test_eager_modes_write_a_table(bench, tmp_path):
     assert rows[0][9] == rows[1][9] == ""  # no kernels generated: nothing compiled
 
 
-def test_op_count_counts_each_dispatched_op(bench):
+def test_op_count_counts_each_dispatched_op():
     import torch
 
-    with bench.OpCount() as counter:
+    with bench_step_modes.OpCount() as counter:
         x = torch.ones(3)
         (x + x).sum()
     assert counter.ops[torch.ops.aten.add.Tensor] == 1 and counter.ops[torch.ops.aten.sum.default] == 1

@@ -118,14 +118,19 @@ def test_bad_override_stops_before_training(tmp_path: Path):
     assert not any(tmp_path.iterdir())
 
 
-class _NanAfter(nn.Module):
-    """Returns a finite loss, then nan from the given step on."""
+class _FailsAt(nn.Module):
+    """A model with one weight that counts its calls and goes wrong from (``_NanAfter``) or at (``_OverflowAt``)
+    ``bad_step``."""
 
     def __init__(self, bad_step: int):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(1))
         self.calls = 0
         self.bad_step = bad_step
+
+
+class _NanAfter(_FailsAt):
+    """Returns a finite loss, then nan from the given step on."""
 
     def forward(self, batch):
         self.calls += 1
@@ -133,14 +138,8 @@ class _NanAfter(nn.Module):
         return {"sdm_loss": value}
 
 
-class _OverflowAt(nn.Module):
+class _OverflowAt(_FailsAt):
     """A finite loss; the fixed-shape MLM overflow flag raised at one step."""
-
-    def __init__(self, bad_step: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(1))
-        self.calls = 0
-        self.bad_step = bad_step
 
     def forward(self, batch):
         self.calls += 1
