@@ -89,6 +89,18 @@ def test_toy_run_scores_and_draws(demo_run, tmp_path):
 
 
 @pytest.mark.slow
+def test_run_folder_and_bare_checkpoint_name_read_the_runs_files(demo_run, tmp_path):
+    """--config_file takes the run folder, and --checkpoint last.pth names the run's file (as in the other tools):
+    the same scores as the configs.yaml with the checkpoint's full path."""
+    by_folder = _run("--config_file", str(demo_run), "--checkpoint", "last.pth", "--json", "--num", "1",
+                     "--out", str(tmp_path / "a.png"))
+    by_file = _run("--config_file", str(demo_run / "configs.yaml"), "--checkpoint", str(demo_run / "last.pth"),
+                   "--json", "--num", "1", "--out", str(tmp_path / "b.png"))
+    assert by_folder.returncode == 0, by_folder.stderr[-2000:]
+    assert json.loads(by_folder.stdout) == json.loads(by_file.stdout)
+
+
+@pytest.mark.slow
 def test_real_data_and_a_custom_caption_get_pictures_only(demo_run, tmp_path):
     cfg = load_config(demo_run / "configs.yaml")
     root = tmp_path / "real"

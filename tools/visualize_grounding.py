@@ -1,6 +1,6 @@
 """Phrase-grounding maps of a trained SG-IHA head: where each masked attribute phrase looks in the image.
 
-    python tools/visualize_grounding.py --config_file <run>/configs.yaml [--checkpoint PATH] [--split test]
+    python tools/visualize_grounding.py --config_file <run> [--checkpoint PATH] [--split test]
         [--caption "..." --image PATH] [--num N] [--out PNG] [--json] [--key value ...]
 
 For a caption and its image, each attribute phrase is masked in turn (method §6.1) and the attention of the masked
@@ -31,6 +31,7 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # project imports when run as tools/...py
 
 from utils.cli import parse_first, run_cli  # noqa: E402
+from utils.runs import add_run_arguments, config_file_arg, tool_checkpoint  # noqa: E402
 
 DEFAULT_NUM = 4  # images drawn
 OUT_NAME = "grounding.png"
@@ -38,8 +39,7 @@ OUT_NAME = "grounding.png"
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config_file", required=True, help="the run's configs.yaml")
-    parser.add_argument("--checkpoint", help="checkpoint (default: best.pth beside the config)")
+    add_run_arguments(parser)
     parser.add_argument("--split", default="test", help="split whose images are drawn and scored (default test)")
     parser.add_argument("--caption", help="draw this caption's phrases over --image instead of the split")
     parser.add_argument("--image", help="the image of --caption")
@@ -81,7 +81,6 @@ from utils.config import Config, load_config  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.images import load_image  # noqa: E402
 from utils.precision import resolve_device  # noqa: E402
-from utils.runs import default_checkpoint  # noqa: E402
 from utils.tokenizer import get_tokenizer  # noqa: E402
 from utils.visualize import GridLayout, Tile, draw_grid, draw_panels, fitted_layout, save_png  # noqa: E402
 
@@ -211,11 +210,12 @@ def main(argv: Sequence[str] | None = None) -> dict | None:
     args, overrides = parse_args(argv)
     # Progress goes to stderr, so that stdout holds only the table or the JSON.
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s: %(message)s")
-    cfg = load_config(args.config_file, overrides)
+    config_file = config_file_arg(args.config_file)
+    cfg = load_config(config_file, overrides)
     device = resolve_device(cfg.device)
-    checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint(args.config_file)
+    checkpoint = tool_checkpoint(config_file, args.checkpoint)
     model = load_grounding_model(cfg, checkpoint, device)
-    out = Path(args.out) if args.out else Path(args.config_file).resolve().parent / OUT_NAME
+    out = Path(args.out) if args.out else config_file.resolve().parent / OUT_NAME
     scores, verdicts = None, None
     if args.json and (args.caption is not None or read_regions(split_records(cfg, args.split)[1]) is None):
         raise UserError("--json: the pointing game needs the split of a toy dataset (toy_regions.json beside the "
