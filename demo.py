@@ -37,7 +37,7 @@ import train  # noqa: E402
 from processor.demo import build_backbone, plan_demo, prepare_toy, summary  # noqa: E402
 from tools import visualize_grounding  # noqa: E402
 from utils.logger import setup_logger  # noqa: E402
-from utils.runs import CONFIG_FILE  # noqa: E402
+from utils.runs import LAST_CHECKPOINT  # noqa: E402
 
 logger = logging.getLogger("sgiha")
 
@@ -64,9 +64,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
     logger.info("step 3/3: evaluating %s and drawing the grounding picture", run_dir)
     _test_script().main(["--config_file", str(run_dir)])
     picture, grounding = None, None
-    if "aqa" in plan.cfg.losses:  # the picture shows SG-IHA's attention
+    if "aqa" in plan.cfg.losses:  # the picture shows SG-IHA's attention, its head as the last epoch left it
         picture = run_dir / visualize_grounding.OUT_NAME
-        grounding = visualize_grounding.main(["--config_file", str(run_dir / CONFIG_FILE), "--out", str(picture)])
+        grounding = visualize_grounding.main(["--config_file", str(run_dir), "--checkpoint", LAST_CHECKPOINT,
+                                              "--out", str(picture)])
     setup_logger(None)  # the summary on the console only, after the run's log files
     logger.info("%s", summary(plan, run_dir, picture, grounding, time.time() - start))
     return run_dir

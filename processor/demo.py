@@ -159,9 +159,9 @@ def summary(plan: DemoPlan, run_dir: Path, picture: Path | None, grounding: dict
              f"on test), {BEST_CHECKPOINT} (epoch {best['epoch'] if best else '-'}: best {cfg.select_on} Rank-1), "
              f"{LAST_CHECKPOINT} (epoch {last['epoch']}, resumable)"]
     if picture is not None:
-        game = (f" (pointing game {100 * grounding['pointing_accuracy']:.1f}%, chance {100 * grounding['chance']:.1f}%)"
+        game = (f"; pointing game {100 * grounding['pointing_accuracy']:.1f}%, chance {100 * grounding['chance']:.1f}%"
                 if grounding else "")
-        lines.append(f"  picture     {picture}{game}")
+        lines.append(f"  picture     {picture} (SG-IHA's head at {LAST_CHECKPOINT}{game})")
     lines += _beside_readme(cfg, rows)
     gallery = shlex.quote(str(Path(cfg.root_dir) / cfg.dataset_name / IMAGE_DIR))
     lines += ["next:",
@@ -170,5 +170,6 @@ def summary(plan: DemoPlan, run_dir: Path, picture: Path | None, grounding: dict
               f"hair, is dressed in a red coat, is wearing blue jeans and walks in white shoes.\"  # the toy's "
               f"sentence pattern: a toy-trained model reads that one",
               f"  bash run_demo.sh --config_file {plan.config_file} --seed 1  # another seed, then compare the runs:",
-              f"  python tools/summarize_runs.py {shlex.quote(str(run_dir.parent))}/*_{cfg.name}"]
+              f"  python tools/summarize_runs.py {shlex.quote(str(run_dir.parent))}/*_{cfg.name}",
+              f"  python tools/compare_runs.py {run} <the other run>  # what differs, and from which epoch"]
     return "\n".join(lines)

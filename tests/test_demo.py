@@ -114,7 +114,7 @@ def test_the_demo_ends_with_where_everything_is_its_numbers_beside_the_readme_s_
             f"  run folder  {run}",
             "  results     metrics.jsonl (every epoch's losses and scores), test_results.json (best.pth on test), "
             "best.pth (epoch 1: best test Rank-1), last.pth (epoch 2, resumable)",
-            f"  picture     {run}/grounding.png (pointing game 37.0%, chance 20.6%)",
+            f"  picture     {run}/grounding.png (SG-IHA's head at last.pth; pointing game 37.0%, chance 20.6%)",
             "  test, epoch 2:    R1 89.00  R5 98.00  R10 100.00  mAP 87.00  mINP 79.00",
             "  README:           R1 96.04  mAP 95.59 (seed 42, 2 threads, epoch 2; another CPU gives another model, "
             f"as another seed does{note})",
@@ -124,7 +124,8 @@ def test_the_demo_ends_with_where_everything_is_its_numbers_beside_the_readme_s_
             "black hair, is dressed in a red coat, is wearing blue jeans and walks in white shoes.\"  # the toy's "
             "sentence pattern: a toy-trained model reads that one",
             f"  bash run_demo.sh --config_file {config} --seed 1  # another seed, then compare the runs:",
-            f"  python tools/summarize_runs.py {run.parent}/*_demo_pretrained_irra_sgiha"]
+            f"  python tools/summarize_runs.py {run.parent}/*_demo_pretrained_irra_sgiha",
+            f"  python tools/compare_runs.py {run} <the other run>  # what differs, and from which epoch"]
 
 
 def _demo(cwd: Path, *args: str) -> subprocess.Popen:
