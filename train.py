@@ -40,6 +40,7 @@ from model.build import build_model  # noqa: E402
 from model.pretrained import check_file, pretrained_record  # noqa: E402
 from processor.amp import build_grad_scaler  # noqa: E402
 from processor.plan import memory_warning  # noqa: E402
+from processor.pretrain_build import unbuilt_error  # noqa: E402
 from processor.trainer import TrainState, check_compile, compile_training_model, fit, last_epoch  # noqa: E402
 from solver import build_lr_scheduler, build_optimizer  # noqa: E402
 from solver.build import continue_schedule, scheduled_lrs  # noqa: E402
@@ -179,8 +180,11 @@ def main(argv: Sequence[str] | None = None) -> Path:
     if resume is None:
         check_output_dir(cfg)  # before any work: no run folder could be made under a file
     world_size = env_world_size()
-    if cfg.pretrain_choice != "none" and cfg.pretrain_path:
-        check_file(cfg.pretrain_path)  # before any work
+    if cfg.pretrain_choice != "none" and cfg.pretrain_path:  # before any work
+        unbuilt = None if Path(cfg.pretrain_path).is_file() else unbuilt_error(config_file, overrides)
+        if unbuilt is not None:  # a demo config's backbone: train.py reads weights, the demo builds them
+            raise unbuilt
+        check_file(cfg.pretrain_path)
     per_process(cfg.batch_size, world_size, "batch_size")
     per_process(cfg.test_batch_size, world_size, "test_batch_size")
     device = resolve_device(cfg.device)
