@@ -255,7 +255,9 @@ def test_two_process_training_keeps_ranks_in_sync(tmp_path: Path):
     runs = list((out / "CUHK-PEDES").iterdir())
     assert len(runs) == 1
     files = sorted(p.name for p in runs[0].iterdir())
-    assert files == ["best.pth", "configs.yaml", "last.pth", "last_prev.pth", "metrics.jsonl", "train.log"]
+    diff = json.loads((runs[0] / "run_info.json").read_text())["code"]["diff_file"]  # a tree with changes only
+    assert files == sorted(["best.pth", "configs.yaml", "last.pth", "last_prev.pth", "metrics.jsonl", "run_info.json",
+                            "train.log", *([diff] if diff else [])])
     log = (runs[0] / "train.log").read_text()
     assert log.count("epoch 1 evaluation") == 1 and "global batch 8: 4 per process x 2 process(es)" in log
 
